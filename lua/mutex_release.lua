@@ -1,0 +1,13 @@
+-- Release a mutex lease (compare and delete) and wake the waiters.
+--
+-- KEYS[1]  lock key
+-- ARGV[1]  owner token
+-- ARGV[2]  wake-up channel
+-- Returns  {1, 0} when deleted; {0, 0} when the key is missing or belongs to
+--          another owner (nothing is changed then).
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '1')
+  return {1, 0}
+end
+return {0, 0}

@@ -1,0 +1,283 @@
+//! [`Quorum`]: the client handle every primitive is built on.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::wait::Notifier;
+
+/// A client for one Redis node, or for N independent nodes voting as a
+/// Redlock quorum.
+///
+/// Cheap to clone: clones share the connections (one multiplexed connection
+/// and, once something waits, one subscriber connection per node). Build it
+/// once and hand clones to the primitives.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> quorate::Result<()> {
+/// use quorate::Quorum;
+///
+/// // One node:
+/// let single = Quorum::connect(["redis://127.0.0.1:6379"]).await?;
+///
+/// // Three independent nodes, two must agree:
+/// let q = Quorum::builder()
+///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"])
+///     .ttl(std::time::Duration::from_secs(30))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Quorum {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    nodes: Vec<Node>,
+    addrs: Vec<String>,
+    config: Config,
+    notifier: Notifier,
+}
+
+impl Quorum {
+    /// Connects to the given nodes with the default [`Config`].
+    ///
+    /// See [`QuorumBuilder::build`] for what is checked.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves nothing behind.
+    pub async fn connect<I, U>(urls: I) -> Result<Quorum>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        Quorum::builder().nodes(urls).build().await
+    }
+
+    /// A builder for the nodes and settings.
+    pub fn builder() -> QuorumBuilder {
+        QuorumBuilder {
+            urls: Vec::new(),
+            config: Config::default(),
+        }
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.shared.nodes.len()
+    }
+
+    /// Yes votes an operation needs: a majority, `N / 2 + 1`.
+    pub fn majority(&self) -> usize {
+        self.node_count() / 2 + 1
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The nodes' addresses (`host:port`, `/db` when not 0), in order.
+    pub fn node_addrs(&self) -> impl Iterator<Item = &str> {
+        self.shared.addrs.iter().map(String::as_str)
+    }
+
+    pub(crate) fn node(&self, i: usize) -> &Node {
+        &self.shared.nodes[i]
+    }
+
+    pub(crate) fn all_nodes(&self) -> Vec<usize> {
+        (0..self.node_count()).collect()
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.shared.notifier
+    }
+}
+
+impl fmt::Debug for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Quorum")
+            .field("nodes", &self.shared.addrs)
+            .field("majority", &self.majority())
+            .finish()
+    }
+}
+
+/// Builds a [`Quorum`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `.build().await`"]
+pub struct QuorumBuilder {
+    urls: Vec<String>,
+    config: Config,
+}
+
+impl QuorumBuilder {
+    /// Adds one node (`redis://host:port/db`, `rediss://...`,
+    /// `redis+unix:///path`).
+    pub fn node(mut self, url: impl AsRef<str>) -> Self {
+        self.urls.push(url.as_ref().to_owned());
+        self
+    }
+
+    /// Adds several nodes.
+    pub fn nodes<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        self.urls
+            .extend(urls.into_iter().map(|u| u.as_ref().to_owned()));
+        self
+    }
+
+    /// Replaces all settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Default lease TTL. Defaults to 10 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = ttl;
+        self
+    }
+
+    /// Per-node request timeout. Defaults to `min(50 ms, ttl / 20)`.
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.config.node_timeout = Some(timeout);
+        self
+    }
+
+    /// Clock drift factor, in `[0, 1)`. Defaults to 0.01.
+    pub fn drift_factor(mut self, factor: f64) -> Self {
+        self.config.drift_factor = factor;
+        self
+    }
+
+    /// First backoff between attempts, and the random jitter added to each.
+    /// Default to 50 ms and 50 ms.
+    pub fn retry(mut self, delay: Duration, jitter: Duration) -> Self {
+        self.config.retry_delay = delay;
+        self.config.retry_jitter = jitter;
+        self
+    }
+
+    /// Time allowed to open a connection. Defaults to 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Accept an even number of nodes. Defaults to false.
+    pub fn allow_even_nodes(mut self, allow: bool) -> Self {
+        self.config.allow_even_nodes = allow;
+        self
+    }
+
+    /// Prefix for every key. Defaults to none.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self
+    }
+
+    /// Checks the settings and the nodes, and connects.
+    ///
+    /// Before any I/O it refuses an empty node list, a URL that does not
+    /// parse, the same address twice, an even node count (unless allowed)
+    /// and settings out of range, with [`Error::InvalidConfig`]. Then it asks
+    /// every node for its role and `run_id`, and refuses replicas and two
+    /// URLs that reach the same server. Nodes that cannot be reached are
+    /// accepted while a majority can be (they will count once they answer);
+    /// otherwise it fails with [`Error::Connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves nothing behind.
+    pub async fn build(self) -> Result<Quorum> {
+        self.config.validate()?;
+        let nodes = self.open_nodes()?;
+        check_identities(&nodes, &self.config).await?;
+        let addrs = nodes.iter().map(|n| n.addr.clone()).collect();
+        let notifier = Notifier::new(&nodes, &self.config);
+        Ok(Quorum {
+            shared: Arc::new(Shared {
+                nodes,
+                addrs,
+                config: self.config,
+                notifier,
+            }),
+        })
+    }
+
+    fn open_nodes(&self) -> Result<Vec<Node>> {
+        if self.urls.is_empty() {
+            return Err(Error::config("nodes", "no node given"));
+        }
+        if self.urls.len() % 2 == 0 && !self.config.allow_even_nodes {
+            return Err(Error::config(
+                "nodes",
+                format!(
+                    "{} nodes tolerate no more failures than {}; use an odd count or allow_even_nodes",
+                    self.urls.len(),
+                    self.urls.len() - 1
+                ),
+            ));
+        }
+        let nodes = self
+            .urls
+            .iter()
+            .map(|u| Node::open(u, &self.config))
+            .collect::<Result<Vec<_>>>()?;
+        let mut seen = HashMap::new();
+        for node in &nodes {
+            if let Some(first) = seen.insert(node.addr.to_lowercase(), &node.addr) {
+                return Err(Error::config(
+                    "nodes",
+                    format!("{first} is listed twice; a node must vote once"),
+                ));
+            }
+        }
+        Ok(nodes)
+    }
+}
+
+/// Refuses replicas and aliases of one server; tolerates unreachable nodes
+/// while a majority answers.
+async fn check_identities(nodes: &[Node], config: &Config) -> Result<()> {
+    let answers = join_all(nodes.iter().map(|n| n.identify(config.connect_timeout))).await;
+    let mut run_ids: HashMap<String, &str> = HashMap::new();
+    let mut unreachable = Vec::new();
+    for (node, answer) in nodes.iter().zip(answers) {
+        match answer {
+            Ok(id) => {
+                if let Some(other) = run_ids.insert(id.run_id.clone(), &node.addr) {
+                    return Err(Error::config(
+                        "nodes",
+                        format!("{other} and {} are the same server (run_id {})", node.addr, id.run_id),
+                    ));
+                }
+            }
+            Err(Error::Connect { node, source }) => unreachable.push((node, source)),
+            Err(other) => return Err(other),
+        }
+    }
+    if nodes.len() - unreachable.len() < nodes.len() / 2 + 1 {
+        let (node, source) = unreachable.swap_remove(0);
+        return Err(Error::Connect { node, source });
+    }
+    for (node, source) in unreachable {
+        tracing::warn!(%node, error = %source, "node unreachable at connect; it will count once it answers");
+    }
+    Ok(())
+}

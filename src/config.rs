@@ -1,0 +1,164 @@
+//! Settings of a [`Quorum`](crate::Quorum): plain data with documented
+//! defaults, loadable with serde (durations as `{ secs, nanos }`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Settings shared by every primitive of one [`Quorum`](crate::Quorum).
+///
+/// Build it with `Config::default()` and struct update syntax, or through
+/// [`QuorumBuilder`](crate::QuorumBuilder). It is checked when the quorum is
+/// built; a per-primitive TTL is checked against it before the first
+/// operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Lease time-to-live used when a primitive does not set its own.
+    /// Default: [`Config::DEFAULT_TTL`] (10 s).
+    pub ttl: Duration,
+    /// How long one node may take to answer one request before its vote
+    /// counts as a failure. `None` picks `min(50 ms, ttl / 20)` per lease.
+    /// It must not exceed a tenth of the TTL. Default: `None`.
+    pub node_timeout: Option<Duration>,
+    /// Clock drift allowance as a fraction of the TTL, in `[0, 1)`. A lease
+    /// is valid for `ttl - elapsed - (ttl * drift_factor + 2 ms)`.
+    /// Default: [`Config::DEFAULT_DRIFT_FACTOR`] (0.01).
+    pub drift_factor: f64,
+    /// First backoff between attempts of a waiting call when no wake-up
+    /// arrives; it doubles up to `max_retry_delay`. Default: 50 ms.
+    pub retry_delay: Duration,
+    /// Random extra delay added to each backoff, so waiters do not retry in
+    /// lockstep. Default: 50 ms.
+    pub retry_jitter: Duration,
+    /// Longest backoff between attempts. Default: 1 s.
+    pub max_retry_delay: Duration,
+    /// Time allowed to open a connection to a node. Default: 1 s.
+    pub connect_timeout: Duration,
+    /// Longest TTL a primitive may ask for. Default: 24 h.
+    pub max_ttl: Duration,
+    /// Accept an even number of nodes. `N = 4` tolerates one failure, like
+    /// `N = 3`, at a higher cost, so it is refused unless set. Default: false.
+    pub allow_even_nodes: bool,
+    /// Prepended to every resource name. Default: empty.
+    pub key_prefix: String,
+}
+
+impl Config {
+    /// Default lease TTL.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+    /// Default clock drift factor, the Redlock specification's.
+    pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
+    /// Shortest TTL any lease may have.
+    pub const MIN_TTL: Duration = Duration::from_millis(10);
+    /// Ceiling of the default per-node timeout.
+    pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(50);
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !self.drift_factor.is_finite() || !(0.0..1.0).contains(&self.drift_factor) {
+            return Err(Error::config(
+                "drift_factor",
+                format!("{} is outside [0, 1)", self.drift_factor),
+            ));
+        }
+        if self.node_timeout == Some(Duration::ZERO) {
+            return Err(Error::config("node_timeout", "must be above zero"));
+        }
+        if self.retry_delay.is_zero() {
+            return Err(Error::config("retry_delay", "must be above zero"));
+        }
+        if self.max_retry_delay < self.retry_delay {
+            return Err(Error::config(
+                "max_retry_delay",
+                "must be at least retry_delay",
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config("connect_timeout", "must be above zero"));
+        }
+        if self.max_ttl < Self::MIN_TTL {
+            return Err(Error::config("max_ttl", "must be at least 10 ms"));
+        }
+        self.timing(self.ttl).map(|_| ())
+    }
+
+    /// Checks a lease TTL against these settings and derives its timing.
+    pub(crate) fn timing(&self, ttl: Duration) -> Result<Timing> {
+        // Whole milliseconds are sent to Redis; validity is computed from
+        // exactly what was sent.
+        let ttl = Duration::from_millis(ttl.as_millis().min(u64::MAX as u128) as u64);
+        if ttl < Self::MIN_TTL {
+            return Err(Error::config("ttl", format!("{ttl:?} is below 10 ms")));
+        }
+        if ttl > self.max_ttl {
+            return Err(Error::config(
+                "ttl",
+                format!("{ttl:?} is above max_ttl ({:?})", self.max_ttl),
+            ));
+        }
+        let node_timeout = match self.node_timeout {
+            Some(t) if t * 10 > ttl => {
+                return Err(Error::config(
+                    "node_timeout",
+                    format!("{t:?} is more than a tenth of the ttl ({ttl:?})"),
+                ));
+            }
+            Some(t) => t,
+            None => Self::DEFAULT_NODE_TIMEOUT.min(ttl / 20),
+        };
+        let drift = ttl.mul_f64(self.drift_factor) + Duration::from_millis(2);
+        if drift + node_timeout >= ttl {
+            return Err(Error::config(
+                "ttl",
+                format!("{ttl:?} leaves no validity after drift and node timeout"),
+            ));
+        }
+        Ok(Timing {
+            ttl,
+            node_timeout,
+            drift,
+        })
+    }
+
+    /// Backoff before attempt `attempt` (0-based) of a waiting call.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .retry_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_retry_delay);
+        base + self.retry_jitter.mul_f64(crate::wait::random_unit())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ttl: Self::DEFAULT_TTL,
+            node_timeout: None,
+            drift_factor: Self::DEFAULT_DRIFT_FACTOR,
+            retry_delay: Duration::from_millis(50),
+            retry_jitter: Duration::from_millis(50),
+            max_retry_delay: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(24 * 60 * 60),
+            allow_even_nodes: false,
+            key_prefix: String::new(),
+        }
+    }
+}
+
+/// The checked timing of one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    pub(crate) ttl: Duration,
+    pub(crate) node_timeout: Duration,
+    pub(crate) drift: Duration,
+}
+
+impl Timing {
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+}

@@ -1,0 +1,207 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::time::Duration;
+
+/// `Result` with [`Error`] as its default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in quorate.
+///
+/// Callers branch on the variant (or on helpers such as [`Error::is_timeout`]);
+/// the messages are for people.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is out of range. Raised before any network I/O.
+    #[error("invalid {field}: {reason}")]
+    InvalidConfig {
+        /// The setting, as named in [`Config`](crate::Config) or the builder.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// An argument of a call is out of range. Raised before any network I/O.
+    #[error("invalid argument {name}: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        name: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Not enough nodes answered yes for the operation to count.
+    #[error("quorum not reached: {0}")]
+    Quorum(Tally),
+    /// A deadline passed while waiting (`lock_timeout`, `acquire_timeout`, ...).
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The lease ended (expired or taken away) while it was being used.
+    #[error("lease lost")]
+    LeaseLost,
+    /// Release or extension of a lease that is no longer held: it expired, or
+    /// its key now belongs to someone else. Nothing was changed on the nodes.
+    #[error("lease not held")]
+    NotHeld,
+    /// The state on the servers was created with other parameters.
+    #[error("configuration mismatch for {resource}: {reason}")]
+    ConfigMismatch {
+        /// The resource name.
+        resource: String,
+        /// What differs.
+        reason: String,
+    },
+    /// The keys of one resource would land in different cluster hash slots.
+    #[error("keys of {resource} span several hash slots")]
+    CrossSlot {
+        /// The resource name.
+        resource: String,
+    },
+    /// A party of a barrier generation did not arrive in time.
+    #[error("barrier broken")]
+    BrokenBarrier,
+    /// A node could not be reached or checked while connecting.
+    #[error("node {node}: {source}")]
+    Connect {
+        /// The node's address.
+        node: String,
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// An error from Redis outside any quorum operation.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+impl Error {
+    /// True for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+
+    /// True for [`Error::Quorum`].
+    pub fn is_quorum(&self) -> bool {
+        matches!(self, Error::Quorum(_))
+    }
+
+    /// True for [`Error::NotHeld`] and [`Error::LeaseLost`].
+    pub fn is_not_held(&self) -> bool {
+        matches!(self, Error::NotHeld | Error::LeaseLost)
+    }
+
+    /// True for errors raised before any network I/O because of bad input.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidConfig { .. } | Error::InvalidArgument { .. } | Error::CrossSlot { .. }
+        )
+    }
+
+    /// The per-node tally of a failed quorum operation.
+    pub fn tally(&self) -> Option<&Tally> {
+        match self {
+            Error::Quorum(tally) => Some(tally),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn argument(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How each node voted in one quorum operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Nodes that said yes.
+    pub granted: usize,
+    /// Yes votes the operation needed.
+    pub needed: usize,
+    /// True when the quorum was reached but too late: the lease's validity
+    /// was used up by the time the votes were in.
+    pub expired: bool,
+    /// One entry per node, in configuration order.
+    pub nodes: Vec<NodeReport>,
+}
+
+/// One node's part in a [`Tally`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The node's address.
+    pub node: String,
+    /// How it voted.
+    pub vote: Vote,
+}
+
+/// A node's vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Vote {
+    /// It granted the request.
+    Granted,
+    /// It refused: the resource is held by someone else, or the lease is
+    /// not ours there.
+    Refused,
+    /// It failed to answer in time or returned an error.
+    Failed(String),
+    /// Its answer was not needed: the outcome was decided without it.
+    Uncounted,
+    /// It restarted recently and may have forgotten leases, so its votes do
+    /// not count yet.
+    Quarantined,
+}
+
+impl Tally {
+    /// Number of nodes that refused.
+    pub fn refused(&self) -> usize {
+        self.count(|v| matches!(v, Vote::Refused))
+    }
+
+    /// Number of nodes that failed or did not count.
+    pub fn failed(&self) -> usize {
+        self.count(|v| matches!(v, Vote::Failed(_) | Vote::Quarantined))
+    }
+
+    fn count(&self, pred: impl Fn(&Vote) -> bool) -> usize {
+        self.nodes.iter().filter(|n| pred(&n.vote)).count()
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {} needed", self.granted, self.needed)?;
+        if self.expired {
+            f.write_str(", validity used up")?;
+        }
+        f.write_str(" (")?;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}: {}", n.node, n.vote)?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl fmt::Display for Vote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Vote::Granted => f.write_str("granted"),
+            Vote::Refused => f.write_str("refused"),
+            Vote::Failed(why) => write!(f, "failed ({why})"),
+            Vote::Uncounted => f.write_str("uncounted"),
+            Vote::Quarantined => f.write_str("quarantined after restart"),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Leases: what every primitive hands out.
+//!
+//! A lease knows its owner token, fencing token and local deadline. With
+//! auto-extension a keeper task renews it at about a third of its TTL through
+//! the engine; a definite "not yours" from a quorum, or the deadline passing
+//! without a renewal, marks it lost. The keeper is stopped and awaited before
+//! release, so a renewal can never follow the release.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::client::Quorum;
+use crate::config::Timing;
+use crate::error::{Error, Result};
+use crate::quorum::{Grant, LeaseSpec};
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    deadline: Instant,
+    timing: Timing,
+    /// Lost, released, or taken away: never valid again.
+    ended: bool,
+}
+
+struct Shared {
+    quorum: Quorum,
+    spec: Arc<LeaseSpec>,
+    token: String,
+    fence: u64,
+    state: watch::Sender<State>,
+    stop: Notify,
+}
+
+impl Shared {
+    fn snapshot(&self) -> State {
+        *self.state.borrow()
+    }
+
+    fn is_valid(&self) -> bool {
+        let s = self.snapshot();
+        !s.ended && Instant::now() < s.deadline
+    }
+
+    /// Records a renewal; keeps the later deadline when renewals overlap.
+    fn renewed(&self, deadline: Instant, timing: Timing) {
+        self.state.send_modify(|s| {
+            if !s.ended {
+                s.deadline = s.deadline.max(deadline);
+                s.timing = timing;
+            }
+        });
+    }
+
+    fn end(&self) {
+        self.state.send_modify(|s| s.ended = true);
+    }
+
+    async fn extend(&self, timing: Timing) -> Result<()> {
+        if !self.is_valid() {
+            self.lose("its deadline passed");
+            return Err(Error::NotHeld);
+        }
+        let result = self.quorum.extend(&self.spec, &self.token, timing).await;
+        match result {
+            Ok(deadline) => {
+                self.renewed(deadline, timing);
+                Ok(())
+            }
+            Err(Error::NotHeld) => {
+                self.lose("a quorum of nodes no longer holds it");
+                Err(Error::NotHeld)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn lose(&self, why: &str) {
+        if !self.snapshot().ended {
+            tracing::warn!(resource = %self.spec.resource, why, "lease lost");
+            self.end();
+        }
+    }
+}
+
+/// A held lease. Primitives wrap it in their guard types.
+pub(crate) struct Lease {
+    shared: Arc<Shared>,
+    keeper: Option<JoinHandle<()>>,
+    /// Cleared once released, so `Drop` does nothing more.
+    live: bool,
+}
+
+impl Lease {
+    pub(crate) fn new(
+        quorum: &Quorum,
+        spec: Arc<LeaseSpec>,
+        token: String,
+        grant: Grant,
+        timing: Timing,
+        auto_extend: bool,
+    ) -> Lease {
+        let (state, _) = watch::channel(State {
+            deadline: grant.deadline,
+            timing,
+            ended: false,
+        });
+        let shared = Arc::new(Shared {
+            quorum: quorum.clone(),
+            spec,
+            token,
+            fence: grant.fence,
+            state,
+            stop: Notify::new(),
+        });
+        let keeper = auto_extend.then(|| tokio::spawn(keep(shared.clone())));
+        Lease {
+            shared,
+            keeper,
+            live: true,
+        }
+    }
+
+    pub(crate) fn resource(&self) -> &str {
+        &self.shared.spec.resource
+    }
+
+    pub(crate) fn fencing_token(&self) -> u64 {
+        self.shared.fence
+    }
+
+    pub(crate) fn remaining(&self) -> Duration {
+        let s = self.shared.snapshot();
+        if s.ended {
+            Duration::ZERO
+        } else {
+            s.deadline.saturating_duration_since(Instant::now())
+        }
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        self.shared.is_valid()
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.shared.snapshot().deadline
+    }
+
+    pub(crate) async fn extend(&self, ttl: Duration) -> Result<()> {
+        let timing = self.shared.quorum.config().timing(ttl)?;
+        self.shared.extend(timing).await
+    }
+
+    /// Completes when the lease is lost; owns what it needs, so it may be
+    /// spawned or kept past the guard.
+    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shared.state.subscribe();
+        async move {
+            loop {
+                let s = *rx.borrow_and_update();
+                if s.ended {
+                    return;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep_until(s.deadline.into()) => {
+                        if Instant::now() >= rx.borrow().deadline {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn release(mut self) -> Result<()> {
+        self.stop_keeper().await;
+        self.live = false;
+        let shared = self.shared.clone();
+        release(&shared).await
+    }
+
+    async fn stop_keeper(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            self.shared.stop.notify_one();
+            let _ = keeper.await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+        }
+        if !self.live {
+            return;
+        }
+        // Best effort: without a runtime the TTL is the backstop.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared.clone();
+            rt.spawn(async move {
+                if let Err(e) = release(&shared).await {
+                    tracing::debug!(resource = %shared.spec.resource, error = %e, "release on drop failed");
+                }
+            });
+        } else {
+            self.shared.end();
+        }
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("resource", &self.resource())
+            .field("fencing_token", &self.fencing_token())
+            .field("remaining", &self.remaining())
+            .field("auto_extend", &self.keeper.is_some())
+            .finish()
+    }
+}
+
+/// Releases on every node. `Ok` when a quorum deleted our keys;
+/// [`Error::NotHeld`] when the lease had expired or a quorum no longer held
+/// it (their keys are left alone).
+async fn release(shared: &Shared) -> Result<()> {
+    let was_valid = shared.is_valid();
+    shared.end();
+    let timing = shared.snapshot().timing;
+    let inv = shared.spec.release_call(&shared.token);
+    let round = shared.quorum.round_all(&inv, timing.node_timeout).await;
+    if !was_valid {
+        return Err(Error::NotHeld);
+    }
+    if round.granted() >= shared.quorum.majority() {
+        return Ok(());
+    }
+    if round.definitely_refused() {
+        return Err(Error::NotHeld);
+    }
+    Err(Error::Quorum(round.tally(&shared.quorum, false)))
+}
+
+/// The keeper: renews at about a third of the TTL, retries transient
+/// failures until the deadline, and gives up on a definite loss.
+async fn keep(shared: Arc<Shared>) {
+    let mut last_renewal = Instant::now();
+    loop {
+        let s = shared.snapshot();
+        if s.ended {
+            return;
+        }
+        let period = s.timing.ttl / 3;
+        let jitter = period.mul_f64(0.1 * crate::wait::random_unit());
+        let at = last_renewal + period - jitter;
+        tokio::select! {
+            () = shared.stop.notified() => return,
+            () = tokio::time::sleep_until(at.into()) => {}
+        }
+        match renew(&shared).await {
+            Some(t) => last_renewal = t,
+            None => return,
+        }
+    }
+}
+
+/// One renewal, retried until it succeeds, the lease is definitely lost, or
+/// the deadline passes. Returns when the successful attempt started.
+async fn renew(shared: &Shared) -> Option<Instant> {
+    loop {
+        let started = Instant::now();
+        let s = shared.snapshot();
+        match shared.extend(s.timing).await {
+            Ok(()) => return Some(started),
+            Err(Error::NotHeld) => return None,
+            Err(e) => {
+                let left = shared.snapshot().deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    shared.lose("no renewal reached a quorum before the deadline");
+                    return None;
+                }
+                tracing::debug!(resource = %shared.spec.resource, error = %e, "renewal failed; retrying");
+                let pause = shared.quorum.config().retry_delay.min(left / 2);
+                tokio::select! {
+                    () = shared.stop.notified() => {
+                        // Keep the stop request for the outer loop.
+                        shared.stop.notify_one();
+                        return Some(started);
+                    }
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}

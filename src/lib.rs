@@ -1,0 +1,82 @@
+//! Distributed synchronization primitives on Redis, for async Rust.
+//!
+//! - [`Mutex`]: a Redlock mutual exclusion lock with fencing tokens.
+//!
+//! Every primitive runs on a [`Quorum`]: one Redis node, or N independent
+//! nodes of which a majority must agree (Redlock). Each operation is one Lua
+//! script sent to all nodes in parallel with a per-node timeout; a lease is
+//! valid for its TTL less the time the vote took and a clock drift
+//! allowance, and is renewed in the background until released.
+//!
+//! ```no_run
+//! use quorate::{Mutex, Quorum};
+//!
+//! # async fn demo() -> quorate::Result<()> {
+//! let q = Quorum::connect(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"]).await?;
+//! let guard = Mutex::new(&q, "orders:42").lock().await?;
+//! write_with_fence(guard.fencing_token()).await;
+//! guard.release().await?;
+//! # Ok(()) }
+//! # async fn write_with_fence(_: u64) {}
+//! ```
+//!
+//! # What is guaranteed
+//!
+//! - **Safety of a lease** holds under the Redlock assumptions: node clocks
+//!   drift by at most the drift factor (1 % by default) and do not jump;
+//!   nodes do not lose keys while a lease lives (persistence, or a restarted
+//!   node kept out of the vote for one TTL); the holder stops acting when
+//!   `remaining()` reaches zero. A process paused past its lease (GC, swap,
+//!   SIGSTOP) can still act afterwards: that is what fencing tokens are for.
+//!   Send the token with every write, and make the resource refuse tokens
+//!   smaller than one it has seen.
+//! - **Bounded time.** Every node request has a timeout; a hung node costs
+//!   one timeout, never a hang. Waiting, extension and release end.
+//! - **Nothing is lost.** A crashed holder's lock comes back after its TTL;
+//!   every key quorate writes has a TTL; bad input is refused before any
+//!   network I/O.
+//!
+//! # When not to use it
+//!
+//! - Inside one process: use [`tokio::sync`].
+//! - When correctness must not depend on timing at all (money moves once,
+//!   exactly): a lease can end while its holder still runs. Use a consensus
+//!   store (etcd, ZooKeeper) or make the protected resource check fencing
+//!   tokens.
+//! - On one Redis primary with replicas and failover: a failover can drop a
+//!   lock the old primary granted. Use independent primaries instead.
+//!
+//! # Cancel safety
+//!
+//! Each async method says whether it is cancel safe in the sense of
+//! [`tokio::select!`]: whether dropping its future before completion loses
+//! anything. Acquisitions are: a dropped acquire undoes whatever its scripts
+//! set, from a spawned task.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![deny(unused_must_use)]
+#![cfg_attr(not(test), forbid(clippy::print_stdout))]
+
+mod client;
+mod config;
+mod error;
+mod key;
+mod lease;
+mod mutex;
+mod node;
+mod quorum;
+mod scripts;
+mod wait;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use client::{Quorum, QuorumBuilder};
+pub use config::Config;
+pub use error::{Error, NodeReport, Result, Tally, Vote};
+pub use mutex::{Mutex, MutexGuard};

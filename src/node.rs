@@ -1,0 +1,130 @@
+//! One Redis deployment: a connection manager, per-request timeouts and the
+//! identity checks made at connect time.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, InfoDict, Role, ScriptInvocation};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// One node's answer to one script.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// The script granted the request; the payload follows the status.
+    Yes(Vec<i64>),
+    /// The script refused; the payload follows the status.
+    No(Vec<i64>),
+    /// No usable answer.
+    Failed(Failure),
+}
+
+/// Why a node gave no usable answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    /// A timeout or a connection problem, as opposed to an error reply that
+    /// will come back the same way every time (a key of the wrong type, a
+    /// denied command).
+    pub(crate) transient: bool,
+}
+
+/// What a node said about itself at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) run_id: String,
+}
+
+pub(crate) struct Node {
+    pub(crate) addr: String,
+    pub(crate) client: Client,
+    conn: ConnectionManager,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+impl Node {
+    /// Parses a URL and prepares a lazy connection; no I/O.
+    pub(crate) fn open(url: &str, config: &Config) -> Result<Node> {
+        let client = Client::open(url)
+            .map_err(|e| Error::config("nodes", format!("bad url {url:?}: {e}")))?;
+        let info = client.get_connection_info();
+        let addr = match info.redis_settings().db() {
+            0 => info.addr().to_string(),
+            db => format!("{}/{db}", info.addr()),
+        };
+        // Requests get their own deadline (the per-node timeout) in `invoke`.
+        // A short reconnect budget makes calls to a dead node fail at once
+        // instead of queueing behind a long reconnect.
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client
+            .get_connection_manager_lazy(manager)
+            .map_err(|e| Error::config("nodes", format!("{addr}: {e}")))?;
+        Ok(Node { addr, client, conn })
+    }
+
+    /// Asks the node who it is and refuses replicas.
+    pub(crate) async fn identify(&self, timeout: Duration) -> Result<Identity> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ROLE").cmd("INFO").arg("server");
+        let query = pipe.query_async::<(Role, InfoDict)>(&mut conn);
+        let (role, info) = tokio::time::timeout(timeout, query)
+            .await
+            .map_err(|_| self.connect_error(timeout_error()))?
+            .map_err(|e| self.connect_error(e))?;
+        if !matches!(role, Role::Primary { .. }) {
+            return Err(Error::config(
+                "nodes",
+                format!("{} is a replica; locks need primaries", self.addr),
+            ));
+        }
+        let run_id = info.get::<String>("run_id").unwrap_or_default();
+        Ok(Identity { run_id })
+    }
+
+    /// Runs a script with a deadline. Never fails as a whole: a timeout or
+    /// an error is this node's vote.
+    pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>, timeout: Duration) -> Reply {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+            Err(_) => Reply::Failed(Failure {
+                message: format!("no answer within {timeout:?}"),
+                transient: true,
+            }),
+            Ok(Err(e)) => Reply::Failed(Failure {
+                transient: e.is_timeout() || e.is_io_error() || e.is_connection_dropped(),
+                message: e.to_string(),
+            }),
+            Ok(Ok(reply)) => match reply.split_first() {
+                Some((1, rest)) => Reply::Yes(rest.to_vec()),
+                Some((_, rest)) => Reply::No(rest.to_vec()),
+                None => Reply::Failed(Failure {
+                    message: "empty script reply".into(),
+                    transient: false,
+                }),
+            },
+        }
+    }
+
+    fn connect_error(&self, source: redis::RedisError) -> Error {
+        Error::Connect {
+            node: self.addr.clone(),
+            source,
+        }
+    }
+}
+
+fn timeout_error() -> redis::RedisError {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within the connect timeout").into()
+}
