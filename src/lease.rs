@@ -13,10 +13,77 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use redis::ScriptInvocation;
+
 use crate::client::Quorum;
 use crate::config::Timing;
 use crate::error::{Error, Result};
-use crate::quorum::{Grant, LeaseSpec};
+use crate::quorum::{Attempt, Claim, FenceTarget, Grant, LeaseSpec};
+use crate::wait::wait_for;
+
+/// How a primitive acquires its leases: everything but the acquire script's
+/// arguments, which `build` makes per attempt.
+pub(crate) struct Acquirer<F> {
+    pub(crate) quorum: Quorum,
+    pub(crate) spec: Arc<LeaseSpec>,
+    pub(crate) timing: Timing,
+    pub(crate) fence: FenceTarget,
+    pub(crate) auto_extend: bool,
+    /// Makes one attempt's owner token, acquire call and extra arguments.
+    pub(crate) build: F,
+}
+
+/// A fresh 128-bit random owner token.
+pub(crate) fn owner_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// One attempt's owner token, acquire call and extra lease arguments.
+pub(crate) struct Request {
+    pub(crate) token: String,
+    pub(crate) acquire: ScriptInvocation<'static>,
+    pub(crate) extra: Vec<String>,
+}
+
+impl<F: Fn() -> Request> Acquirer<F> {
+    /// Waits for the lease, at most `timeout` if given.
+    pub(crate) async fn acquire(&self, timeout: Option<Duration>) -> Result<Lease> {
+        wait_for(&self.quorum, &self.spec.channel, timeout, || self.attempt()).await
+    }
+
+    /// One attempt: `None` when the resource is busy.
+    pub(crate) async fn try_acquire(&self) -> Result<Option<Lease>> {
+        match self.attempt().await? {
+            Attempt::Done(lease) => Ok(Some(lease)),
+            Attempt::Busy { .. } => Ok(None),
+            Attempt::Unavailable(e) => Err(e),
+        }
+    }
+
+    async fn attempt(&self) -> Result<Attempt<Lease>> {
+        let request = (self.build)();
+        let token = request.token.clone();
+        let claim = Claim {
+            acquire: request.acquire,
+            lease: self.spec.clone(),
+            token: request.token,
+            extra: request.extra,
+            timing: self.timing,
+            fence: self.fence.clone(),
+        };
+        let attempt = self.quorum.claim(claim).await?;
+        Ok(attempt.map(|grant| {
+            Lease::new(
+                &self.quorum,
+                self.spec.clone(),
+                token,
+                grant,
+                self.timing,
+                self.auto_extend,
+            )
+        }))
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct State {
@@ -31,6 +98,8 @@ struct Shared {
     spec: Arc<LeaseSpec>,
     token: String,
     fence: u64,
+    /// What this lease holds beyond its token (see `LeaseSpec`).
+    extra: Vec<String>,
     state: watch::Sender<State>,
     stop: Notify,
 }
@@ -64,7 +133,10 @@ impl Shared {
             self.lose("its deadline passed");
             return Err(Error::NotHeld);
         }
-        let result = self.quorum.extend(&self.spec, &self.token, timing).await;
+        let result = self
+            .quorum
+            .extend(&self.spec, &self.token, &self.extra, timing)
+            .await;
         match result {
             Ok(deadline) => {
                 self.renewed(deadline, timing);
@@ -113,6 +185,7 @@ impl Lease {
             spec,
             token,
             fence: grant.fence,
+            extra: grant.extra,
             state,
             stop: Notify::new(),
         });
@@ -130,6 +203,11 @@ impl Lease {
 
     pub(crate) fn fencing_token(&self) -> u64 {
         self.shared.fence
+    }
+
+    /// What this lease holds beyond its token (semaphore slots, a hold id).
+    pub(crate) fn extra(&self) -> &[String] {
+        &self.shared.extra
     }
 
     pub(crate) fn remaining(&self) -> Duration {
@@ -231,7 +309,7 @@ async fn release(shared: &Shared) -> Result<()> {
     let was_valid = shared.is_valid();
     shared.end();
     let timing = shared.snapshot().timing;
-    let inv = shared.spec.release_call(&shared.token);
+    let inv = shared.spec.release_call(&shared.token, &shared.extra);
     let round = shared.quorum.round_all(&inv, timing.node_timeout).await;
     if !was_valid {
         return Err(Error::NotHeld);
@@ -297,3 +375,96 @@ async fn renew(shared: &Shared) -> Option<Instant> {
         }
     }
 }
+
+/// The lease API every guard shares, written once: expands to methods
+/// delegating to a `lease: Lease` field.
+macro_rules! lease_methods {
+    () => {
+        /// The resource name.
+        pub fn name(&self) -> &str {
+            self.lease.resource()
+        }
+
+        /// This lease's fencing token: strictly greater than the token of
+        /// every earlier lease of the same resource. Hand it to the resource
+        /// you protect and have it refuse writes carrying a smaller token
+        /// than one it has seen.
+        ///
+        /// Tokens are floored at the nodes' clocks (milliseconds × 1024), so
+        /// they keep increasing even after a node restarts without
+        /// persistence, unless its clock went back.
+        pub fn fencing_token(&self) -> u64 {
+            self.lease.fencing_token()
+        }
+
+        /// Time left before the lease must be treated as gone, by the local
+        /// clock; zero once lost.
+        pub fn remaining(&self) -> std::time::Duration {
+            self.lease.remaining()
+        }
+
+        /// The local instant the lease ends unless extended.
+        pub fn deadline(&self) -> std::time::Instant {
+            self.lease.deadline()
+        }
+
+        /// True while the lease is held: not lost, and before its deadline.
+        pub fn is_valid(&self) -> bool {
+            self.lease.is_valid()
+        }
+
+        /// Extends the lease to `ttl` from now on a quorum of nodes. A lease
+        /// that has expired or changed hands is never revived. With
+        /// auto-extension on, later renewals use this TTL.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotHeld`](crate::Error::NotHeld) when the lease is gone
+        /// (it is then lost for good); [`Error::Quorum`](crate::Error::Quorum)
+        /// when too few nodes answered (the lease keeps its old deadline);
+        /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a TTL out
+        /// of range.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel safe: the lease keeps its old deadline, or a new one if the
+        /// extension landed before the drop.
+        pub async fn extend(&self, ttl: std::time::Duration) -> crate::Result<()> {
+            self.lease.extend(ttl).await
+        }
+
+        /// Completes when the lease is lost: its deadline passed without a
+        /// renewal, or a quorum of nodes said it is no longer ours (the key
+        /// was deleted or taken over). Race it against the protected work.
+        ///
+        /// The future owns what it needs: it may outlive the guard, and then
+        /// completes at release.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel safe.
+        pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+            self.lease.lost()
+        }
+
+        /// Releases on every node and wakes the waiters. The keeper task, if
+        /// any, is stopped first, so no renewal follows the release.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotHeld`](crate::Error::NotHeld) when the lease had
+        /// already expired or a quorum of nodes no longer held it (whatever
+        /// others hold is left alone); [`Error::Quorum`](crate::Error::Quorum)
+        /// when too few nodes answered (the rest expire by TTL).
+        ///
+        /// # Cancel safety
+        ///
+        /// Not cancel safe: dropped midway, the release may have reached only
+        /// some nodes; the others free the resource when the TTL runs out.
+        pub async fn release(self) -> crate::Result<()> {
+            self.lease.release().await
+        }
+    };
+}
+
+pub(crate) use lease_methods;

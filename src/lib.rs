@@ -1,6 +1,10 @@
 //! Distributed synchronization primitives on Redis, for async Rust.
 //!
 //! - [`Mutex`]: a Redlock mutual exclusion lock with fencing tokens.
+//! - [`Semaphore`]: a counting semaphore, count-safe over a quorum.
+//! - [`ReentrantLock`]: a lock its owner (a job, a request) may take again.
+//! - [`Latch`]: a countdown latch that opens after N distinct count-downs.
+//! - [`Barrier`]: a cyclic barrier for N parties, with a leader per generation.
 //!
 //! Every primitive runs on a [`Quorum`]: one Redis node, or N independent
 //! nodes of which a majority must agree (Redlock). Each operation is one Lua
@@ -62,21 +66,29 @@
 #![deny(unused_must_use)]
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
+mod barrier;
 mod client;
 mod config;
 mod error;
 mod key;
+mod latch;
 mod lease;
 mod mutex;
 mod node;
 mod quorum;
+mod reentrant;
 mod scripts;
+mod semaphore;
 mod wait;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use barrier::{Barrier, BarrierWaitResult};
 pub use client::{Quorum, QuorumBuilder};
 pub use config::Config;
 pub use error::{Error, NodeReport, Result, Tally, Vote};
+pub use latch::Latch;
 pub use mutex::{Mutex, MutexGuard};
+pub use reentrant::{ReentrantGuard, ReentrantLock};
+pub use semaphore::{Semaphore, SemaphorePermit};

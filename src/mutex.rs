@@ -1,19 +1,16 @@
 //! The Redlock mutex.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::client::Quorum;
-use crate::config::Timing;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::key::Keys;
-use crate::lease::Lease;
-use crate::quorum::{Attempt, Claim, LeaseSpec, fence_ttl_ms};
+use crate::lease::{Acquirer, Lease, Request, owner_token};
+use crate::quorum::{FenceTarget, LeaseSpec, fence_ttl_ms, invocation};
 use crate::scripts;
-use crate::wait::wait_for;
 
 /// A distributed mutual exclusion lock: at most one holder at a time across
 /// every process that uses the same name on the same nodes.
@@ -54,13 +51,6 @@ pub struct Mutex {
     name: String,
     ttl: Option<Duration>,
     auto_extend: bool,
-}
-
-/// What a lock attempt needs, checked before any I/O.
-struct Plan {
-    spec: Arc<LeaseSpec>,
-    fence_key: String,
-    timing: Timing,
 }
 
 impl Mutex {
@@ -123,7 +113,8 @@ impl Mutex {
     /// flight, a spawned task deletes whatever they set, by owner token, on
     /// every node.
     pub async fn lock(&self) -> Result<MutexGuard> {
-        self.wait(None).await
+        let lease = self.acquirer()?.acquire(None).await?;
+        Ok(MutexGuard { lease })
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -139,7 +130,8 @@ impl Mutex {
     ///
     /// Cancel safe, as [`lock`](Self::lock).
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard> {
-        self.wait(Some(timeout)).await
+        let lease = self.acquirer()?.acquire(Some(timeout)).await?;
+        Ok(MutexGuard { lease })
     }
 
     /// Makes one attempt: `Ok(None)` when someone else holds the lock.
@@ -153,66 +145,51 @@ impl Mutex {
     ///
     /// Cancel safe, as [`lock`](Self::lock).
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>> {
-        let plan = self.plan()?;
-        match self.attempt(&plan).await? {
-            Attempt::Done(guard) => Ok(Some(guard)),
-            Attempt::Busy { .. } => Ok(None),
-            Attempt::Unavailable(e) => Err(e),
-        }
+        let lease = self.acquirer()?.try_acquire().await?;
+        Ok(lease.map(|lease| MutexGuard { lease }))
     }
 
-    async fn wait(&self, timeout: Option<Duration>) -> Result<MutexGuard> {
-        let plan = self.plan()?;
-        wait_for(&self.quorum, &plan.spec.channel, timeout, || {
-            self.attempt(&plan)
-        })
-        .await
-    }
-
-    fn plan(&self) -> Result<Plan> {
+    fn acquirer(&self) -> Result<Acquirer<impl Fn() -> Request + '_>> {
         let config = self.quorum.config();
         let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
         let keys = Keys::new(&config.key_prefix, &self.name)?;
+        let fence = FenceTarget {
+            lease_key: keys.main.clone(),
+            counter_key: keys.sibling("fence")?,
+            owner_field: None,
+            store_field: None,
+        };
         let spec = LeaseSpec {
             resource: self.name.clone(),
             extend: &scripts::MUTEX_EXTEND,
             release: &scripts::MUTEX_RELEASE,
             channel: keys.sibling("ready")?,
-            keys: vec![keys.main.clone()],
+            keys: vec![keys.main],
         };
-        Ok(Plan {
-            fence_key: keys.sibling("fence")?,
+        let one_node = self.quorum.node_count() == 1;
+        let (lock_key, counter_key) = (fence.lease_key.clone(), fence.counter_key.clone());
+        let build = move || {
+            let token = owner_token();
+            let mut acquire = invocation(&scripts::MUTEX_ACQUIRE, &[lock_key.clone(), counter_key.clone()]);
+            acquire
+                .arg(&token)
+                .arg(timing.ttl_ms())
+                .arg(if one_node { "1" } else { "0" })
+                .arg(fence_ttl_ms(timing));
+            Request {
+                token,
+                acquire,
+                extra: Vec::new(),
+            }
+        };
+        Ok(Acquirer {
+            quorum: self.quorum.clone(),
             spec: Arc::new(spec),
             timing,
+            fence,
+            auto_extend: self.auto_extend,
+            build,
         })
-    }
-
-    fn attempt(&self, plan: &Plan) -> impl Future<Output = Result<Attempt<MutexGuard>>> + '_ {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let one_node = self.quorum.node_count() == 1;
-        let lock_key = &plan.spec.keys[0];
-        let mut acquire = scripts::MUTEX_ACQUIRE.prepare_invoke();
-        acquire.key(lock_key).key(&plan.fence_key);
-        acquire
-            .arg(&token)
-            .arg(plan.timing.ttl_ms())
-            .arg(if one_node { "1" } else { "0" })
-            .arg(fence_ttl_ms(plan.timing));
-        let claim = Claim {
-            acquire,
-            lease: plan.spec.clone(),
-            token: token.clone(),
-            timing: plan.timing,
-            fence_keys: (!one_node).then(|| (lock_key.clone(), plan.fence_key.clone())),
-        };
-        let spec = plan.spec.clone();
-        let timing = plan.timing;
-        async move {
-            let attempt = self.quorum.claim(claim).await?;
-            Ok(attempt.map(|grant| MutexGuard {
-                lease: Lease::new(&self.quorum, spec, token, grant, timing, self.auto_extend),
-            }))
-        }
     }
 }
 
@@ -229,88 +206,7 @@ pub struct MutexGuard {
 }
 
 impl MutexGuard {
-    /// The resource name.
-    pub fn name(&self) -> &str {
-        self.lease.resource()
-    }
-
-    /// This lease's fencing token: strictly greater than the token of every
-    /// earlier lease of the same name. Hand it to the resource you protect
-    /// and have it refuse writes carrying a smaller token than it has seen.
-    ///
-    /// Tokens are floored at the nodes' clocks (milliseconds × 1024), so they
-    /// stay increasing even after a node restarts without persistence,
-    /// unless its clock went back.
-    pub fn fencing_token(&self) -> u64 {
-        self.lease.fencing_token()
-    }
-
-    /// Time left before the lease must be treated as gone, from the local
-    /// clock; zero once lost.
-    pub fn remaining(&self) -> Duration {
-        self.lease.remaining()
-    }
-
-    /// The local instant the lease ends unless extended.
-    pub fn deadline(&self) -> Instant {
-        self.lease.deadline()
-    }
-
-    /// True while the lease is held: not lost, and before its deadline.
-    pub fn is_valid(&self) -> bool {
-        self.lease.is_valid()
-    }
-
-    /// Extends the lease to `ttl` from now on a quorum of nodes. A lease
-    /// that has expired or changed hands is never revived.
-    ///
-    /// With auto-extension on, later renewals use this TTL.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotHeld`] when the lease is gone (it is then lost for good);
-    /// [`Error::Quorum`] when too few nodes answered (the lease keeps its
-    /// old deadline); [`Error::InvalidConfig`] for a TTL out of range.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the lease keeps its old deadline, or a new one if the
-    /// extension landed before the drop.
-    pub async fn extend(&self, ttl: Duration) -> Result<()> {
-        self.lease.extend(ttl).await
-    }
-
-    /// Completes when the lease is lost: its deadline passed without a
-    /// renewal, or a quorum of nodes said it is no longer ours (the key was
-    /// deleted or taken over). Race it against the work the lock protects.
-    ///
-    /// The future owns what it needs: it may outlive the guard, and then
-    /// completes at release.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.lease.lost()
-    }
-
-    /// Releases the lock on every node and wakes the waiters. The keeper
-    /// task, if any, is stopped first.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotHeld`] when the lease had already expired or a quorum of
-    /// nodes held someone else's key (those keys are left alone);
-    /// [`Error::Quorum`] when too few nodes answered (the rest expire by
-    /// TTL).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe: dropped midway, the release may have reached only
-    /// some nodes; the others free the lock when its TTL runs out.
-    pub async fn release(self) -> Result<()> {
-        self.lease.release().await
-    }
+    crate::lease::lease_methods!();
 }
 
 #[cfg(test)]

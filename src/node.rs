@@ -4,20 +4,51 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, InfoDict, Role, ScriptInvocation};
+use redis::{Client, InfoDict, Role, ScriptInvocation, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// One node's answer to one script.
+///
+/// Scripts reply with an array whose first element is a status: 1 for yes,
+/// anything else for no. The rest is the payload.
 #[derive(Debug, Clone)]
 pub(crate) enum Reply {
-    /// The script granted the request; the payload follows the status.
-    Yes(Vec<i64>),
-    /// The script refused; the payload follows the status.
-    No(Vec<i64>),
+    /// The script granted the request.
+    Yes(Payload),
+    /// The script refused.
+    No(Payload),
     /// No usable answer.
     Failed(Failure),
+}
+
+/// The elements of a script reply after its status.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Payload(pub(crate) Vec<Value>);
+
+impl Payload {
+    /// The integer at `i`, if there is one.
+    pub(crate) fn int(&self, i: usize) -> Option<i64> {
+        match self.0.get(i)? {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The integers from `i` on.
+    pub(crate) fn ints_from(&self, i: usize) -> Vec<i64> {
+        (i..self.0.len()).filter_map(|j| self.int(j)).collect()
+    }
+
+    /// The strings from `i` on.
+    pub(crate) fn strings_from(&self, i: usize) -> Vec<String> {
+        self.0
+            .iter()
+            .skip(i)
+            .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .collect()
+    }
 }
 
 /// Why a node gave no usable answer.
@@ -28,7 +59,12 @@ pub(crate) struct Failure {
     /// will come back the same way every time (a key of the wrong type, a
     /// denied command).
     pub(crate) transient: bool,
+    /// The script found state created with other parameters; the detail.
+    pub(crate) mismatch: Option<String>,
 }
+
+/// Error code of the scripts' "state created with other parameters" reply.
+const MISMATCH: &str = "QUORATE_MISMATCH";
 
 /// What a node said about itself at connect time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,23 +133,30 @@ impl Node {
     /// an error is this node's vote.
     pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>, timeout: Duration) -> Reply {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+        match tokio::time::timeout(timeout, inv.invoke_async::<Vec<Value>>(&mut conn)).await {
             Err(_) => Reply::Failed(Failure {
                 message: format!("no answer within {timeout:?}"),
                 transient: true,
+                mismatch: None,
             }),
             Ok(Err(e)) => Reply::Failed(Failure {
                 transient: e.is_timeout() || e.is_io_error() || e.is_connection_dropped(),
+                mismatch: (e.code() == Some(MISMATCH)).then(|| e.detail().unwrap_or("").to_owned()),
                 message: e.to_string(),
             }),
-            Ok(Ok(reply)) => match reply.split_first() {
-                Some((1, rest)) => Reply::Yes(rest.to_vec()),
-                Some((_, rest)) => Reply::No(rest.to_vec()),
-                None => Reply::Failed(Failure {
-                    message: "empty script reply".into(),
-                    transient: false,
-                }),
-            },
+            Ok(Ok(mut reply)) => {
+                let status = reply.first().cloned();
+                let payload = Payload(reply.split_off(1.min(reply.len())));
+                match status {
+                    Some(Value::Int(1)) => Reply::Yes(payload),
+                    Some(_) => Reply::No(payload),
+                    None => Reply::Failed(Failure {
+                        message: "empty script reply".into(),
+                        transient: false,
+                        mismatch: None,
+                    }),
+                }
+            }
         }
     }
 

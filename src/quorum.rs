@@ -30,7 +30,7 @@ use redis::{Script, ScriptInvocation};
 use crate::client::Quorum;
 use crate::config::Timing;
 use crate::error::{Error, NodeReport, Result, Tally, Vote};
-use crate::node::Reply;
+use crate::node::{Payload, Reply};
 use crate::scripts;
 
 /// How long a fencing counter outlives the last lease that raised it. The
@@ -41,7 +41,10 @@ const FENCE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The scripts and keys of one kind of lease.
 ///
 /// Lease scripts share a calling convention: `KEYS` are `keys`; extend takes
-/// `ARGV = [token, ttl_ms]`, release takes `ARGV = [token, channel]`.
+/// `ARGV = [token, ttl_ms, extra...]`, release takes
+/// `ARGV = [token, channel, extra...]`, where `extra` names what this lease
+/// holds (semaphore slots, a reentrant hold id; nothing for a mutex). A
+/// release with no extra releases everything the token holds.
 #[derive(Debug)]
 pub(crate) struct LeaseSpec {
     pub(crate) resource: String,
@@ -52,15 +55,20 @@ pub(crate) struct LeaseSpec {
 }
 
 impl LeaseSpec {
-    pub(crate) fn extend_call(&self, token: &str, ttl_ms: u64) -> ScriptInvocation<'static> {
+    pub(crate) fn extend_call(
+        &self,
+        token: &str,
+        ttl_ms: u64,
+        extra: &[String],
+    ) -> ScriptInvocation<'static> {
         let mut inv = invocation(self.extend, &self.keys);
-        inv.arg(token).arg(ttl_ms);
+        inv.arg(token).arg(ttl_ms).arg(extra);
         inv
     }
 
-    pub(crate) fn release_call(&self, token: &str) -> ScriptInvocation<'static> {
+    pub(crate) fn release_call(&self, token: &str, extra: &[String]) -> ScriptInvocation<'static> {
         let mut inv = invocation(self.release, &self.keys);
-        inv.arg(token).arg(&self.channel);
+        inv.arg(token).arg(&self.channel).arg(extra);
         inv
     }
 }
@@ -75,21 +83,43 @@ pub(crate) fn invocation(script: &'static Script, keys: &[String]) -> ScriptInvo
 }
 
 /// One acquisition to attempt.
+///
+/// The acquire script replies `{1, fence, final, agreed...}` when granted:
+/// `fence` is a token already issued when `final` is 1 (one node, or a
+/// reentrant hold), otherwise the node's counter for round two; `agreed` is
+/// what the node granted (semaphore slots), which a majority must agree on.
+/// It replies `{0, pttl}` when the resource is held, `pttl` being what is
+/// left of the holder's lease in milliseconds (negative when unknown).
 pub(crate) struct Claim {
     /// The acquire script, ready to send.
     pub(crate) acquire: ScriptInvocation<'static>,
     pub(crate) lease: Arc<LeaseSpec>,
     pub(crate) token: String,
+    /// Extra lease arguments known before the attempt (a hold id).
+    pub(crate) extra: Vec<String>,
     pub(crate) timing: Timing,
-    /// Lease key and counter key for fencing round two, on several nodes.
-    pub(crate) fence_keys: Option<(String, String)>,
+    /// Where round two of fencing checks and raises the counter.
+    pub(crate) fence: FenceTarget,
+}
+
+/// Keys and fields for fencing round two (see `lua/fence_commit.lua`).
+#[derive(Debug, Clone)]
+pub(crate) struct FenceTarget {
+    pub(crate) lease_key: String,
+    pub(crate) counter_key: String,
+    /// Hash field naming the owner; `None` takes the first agreed value.
+    pub(crate) owner_field: Option<String>,
+    /// Hash field that keeps the issued token, if any.
+    pub(crate) store_field: Option<String>,
 }
 
 /// A successful acquisition.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Grant {
     pub(crate) deadline: Instant,
     pub(crate) fence: u64,
+    /// The claim's extra arguments, then what the majority agreed on.
+    pub(crate) extra: Vec<String>,
 }
 
 /// The outcome of one attempt of a waiting call.
@@ -136,25 +166,63 @@ impl Round {
         self.refused() > self.replies.len() - self.need
     }
 
-    /// The first payload value of every yes vote.
-    pub(crate) fn yes_values(&self) -> impl Iterator<Item = i64> + '_ {
-        self.replies.iter().flatten().filter_map(|r| match r {
-            Reply::Yes(v) => v.first().copied(),
+    /// The payloads of the yes votes, with their node index.
+    pub(crate) fn yes(&self) -> impl Iterator<Item = (usize, &Payload)> + '_ {
+        self.replies.iter().enumerate().filter_map(|(i, r)| match r {
+            Some(Reply::Yes(p)) => Some((i, p)),
             _ => None,
         })
     }
 
-    /// The first payload value of every refusal.
-    pub(crate) fn no_values(&self) -> impl Iterator<Item = i64> + '_ {
+    /// The payloads of the refusals.
+    pub(crate) fn no(&self) -> impl Iterator<Item = &Payload> + '_ {
         self.replies.iter().flatten().filter_map(|r| match r {
-            Reply::No(v) => v.first().copied(),
+            Reply::No(p) => Some(p),
             _ => None,
         })
     }
 
-    fn permanent_failure(&self) -> Option<&str> {
+    /// The value of `key` that at least `need` yes votes share, with the
+    /// nodes that gave it.
+    pub(crate) fn agreed<K: PartialEq>(
+        &self,
+        key: impl Fn(&Payload) -> K,
+    ) -> Option<(K, Vec<usize>)> {
+        let mut groups: Vec<(K, Vec<usize>)> = Vec::new();
+        for (i, payload) in self.yes() {
+            let k = key(payload);
+            match groups.iter_mut().find(|(g, _)| *g == k) {
+                Some((_, nodes)) => nodes.push(i),
+                None => groups.push((k, vec![i])),
+            }
+        }
+        groups.into_iter().find(|(_, nodes)| nodes.len() >= self.need)
+    }
+
+    /// The shortest lease left among the holders that refused us.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        self.no()
+            .filter_map(|p| p.int(0))
+            .filter(|&ms| ms >= 0)
+            .min()
+            .map(|ms| Duration::from_millis(ms as u64))
+    }
+
+    /// An error that retrying will not fix, if any node returned one.
+    pub(crate) fn permanent_error(&self, resource: &str) -> Option<Error> {
         self.replies.iter().flatten().find_map(|r| match r {
-            Reply::Failed(f) if !f.transient => Some(f.message.as_str()),
+            Reply::Failed(f) if f.mismatch.is_some() => Some(Error::ConfigMismatch {
+                resource: resource.to_owned(),
+                reason: f.mismatch.clone().unwrap_or_default(),
+            }),
+            Reply::Failed(f) if !f.transient => Some(Error::Redis(
+                (
+                    redis::ErrorKind::Client,
+                    "script failed",
+                    format!("{resource}: {}", f.message),
+                )
+                    .into(),
+            )),
             _ => None,
         })
     }
@@ -187,6 +255,12 @@ impl Round {
             expired,
             nodes,
         }
+    }
+
+    /// The error for a round that fell short.
+    pub(crate) fn shortfall(&self, quorum: &Quorum, resource: &str) -> Error {
+        self.permanent_error(resource)
+            .unwrap_or_else(|| Error::Quorum(self.tally(quorum, false)))
     }
 }
 
@@ -246,41 +320,64 @@ impl Quorum {
         let deadline = t1 + claim.timing.ttl - claim.timing.drift;
         let mut undo = Undo::armed(self, &claim);
         let first = self.round_majority(&claim.acquire, claim.timing.node_timeout).await;
-        let fence = if first.granted() >= self.majority() && Instant::now() < deadline {
-            self.fence(&claim, &first, deadline).await
-        } else {
-            None
-        };
-        if let Some(fence) = fence {
-            undo.disarm();
-            return Ok(Attempt::Done(Grant { deadline, fence }));
+        let agreed = first.agreed(|p| p.ints_from(2));
+        if let Some((held, nodes)) = agreed.filter(|_| Instant::now() < deadline) {
+            let held: Vec<String> = held.iter().map(i64::to_string).collect();
+            if let Some(fence) = self.fence(&claim, &first, &held, deadline).await {
+                undo.keep(&first, &nodes);
+                let mut extra = claim.extra;
+                extra.extend(held);
+                return Ok(Attempt::Done(Grant {
+                    deadline,
+                    fence,
+                    extra,
+                }));
+            }
         }
         undo.run(first.maybe_applied()).await;
         let expired = first.granted() >= self.majority();
-        if let Some(message) = first.permanent_failure() {
-            return Err(permanent(&claim.lease.resource, message));
+        if let Some(e) = first.permanent_error(&claim.lease.resource) {
+            return Err(e);
         }
         if !expired && first.definitely_refused() {
-            let retry_after = first
-                .no_values()
-                .filter(|&ms| ms >= 0)
-                .min()
-                .map(|ms| Duration::from_millis(ms as u64));
-            return Ok(Attempt::Busy { retry_after });
+            return Ok(Attempt::Busy {
+                retry_after: first.retry_after(),
+            });
         }
         Ok(Attempt::Unavailable(Error::Quorum(first.tally(self, expired))))
     }
 
-    /// The fencing token of a granted round one, after round two where needed.
-    async fn fence(&self, claim: &Claim, first: &Round, deadline: Instant) -> Option<u64> {
-        let top = first.yes_values().max().unwrap_or(0).max(0) as u64;
-        let Some((lease_key, fence_key)) = &claim.fence_keys else {
-            return Some(top);
-        };
-        let token = top + 1;
-        let mut inv = scripts::FENCE_COMMIT.prepare_invoke();
-        inv.key(lease_key).key(fence_key);
-        inv.arg(&claim.token).arg(token).arg(fence_ttl_ms(claim.timing));
+    /// The fencing token of a granted round one: the token the agreeing
+    /// nodes already issued, or one made by round two.
+    async fn fence(
+        &self,
+        claim: &Claim,
+        first: &Round,
+        held: &[String],
+        deadline: Instant,
+    ) -> Option<u64> {
+        // A token a majority already issued (one node; a reentrant hold).
+        let issued = first.agreed(|p| (p.int(1) == Some(1)).then(|| p.int(0)));
+        if let Some((Some(Some(token)), _)) = issued {
+            return Some(token.max(0) as u64);
+        }
+        let top = first.yes().filter_map(|(_, p)| p.int(0)).max()?;
+        let token = top.max(0) as u64 + 1;
+        let target = &claim.fence;
+        let owner_field = target
+            .owner_field
+            .as_deref()
+            .or(held.first().map(String::as_str))
+            .unwrap_or("");
+        let mut inv = invocation(
+            &scripts::FENCE_COMMIT,
+            &[target.lease_key.clone(), target.counter_key.clone()],
+        );
+        inv.arg(&claim.token)
+            .arg(token)
+            .arg(fence_ttl_ms(claim.timing))
+            .arg(owner_field)
+            .arg(target.store_field.as_deref().unwrap_or(""));
         let second = self.round_majority(&inv, claim.timing.node_timeout).await;
         (second.granted() >= self.majority() && Instant::now() < deadline).then_some(token)
     }
@@ -293,11 +390,12 @@ impl Quorum {
         &self,
         spec: &LeaseSpec,
         token: &str,
+        extra: &[String],
         timing: Timing,
     ) -> Result<Instant> {
         let t1 = Instant::now();
         let deadline = t1 + timing.ttl - timing.drift;
-        let inv = spec.extend_call(token, timing.ttl_ms());
+        let inv = spec.extend_call(token, timing.ttl_ms(), extra);
         let round = self.round_majority(&inv, timing.node_timeout).await;
         if round.granted() >= self.majority() && Instant::now() < deadline {
             return Ok(deadline);
@@ -307,11 +405,6 @@ impl Quorum {
         }
         Err(Error::Quorum(round.tally(self, round.granted() >= self.majority())))
     }
-}
-
-fn permanent(resource: &str, message: &str) -> Error {
-    let kind = redis::ErrorKind::Client;
-    Error::Redis((kind, "script failed", format!("{resource}: {message}")).into())
 }
 
 pub(crate) fn fence_ttl_ms(timing: Timing) -> u64 {
@@ -331,24 +424,32 @@ impl Undo {
     fn armed(quorum: &Quorum, claim: &Claim) -> Undo {
         Undo {
             quorum: quorum.clone(),
-            call: Some(claim.lease.release_call(&claim.token)),
+            call: Some(claim.lease.release_call(&claim.token, &claim.extra)),
             timeout: claim.timing.node_timeout,
         }
     }
 
-    fn disarm(&mut self) {
-        self.call = None;
+    /// The claim succeeded on `kept`: undo only on the other nodes that may
+    /// have granted something else (or not answered yet), in the background.
+    fn keep(&mut self, first: &Round, kept: &[usize]) {
+        let Some(call) = self.call.take() else { return };
+        let others: Vec<usize> = first
+            .maybe_applied()
+            .into_iter()
+            .filter(|i| !kept.contains(i) && matches!(first.replies[*i], Some(Reply::Yes(_))))
+            .collect();
+        if !others.is_empty() {
+            spawn_round(self.quorum.clone(), call, others, self.timeout);
+        }
     }
 
     /// Undoes on the given nodes and waits for it; the work runs in its own
     /// task, so cancelling this wait does not cancel the undo.
     async fn run(&mut self, nodes: Vec<usize>) {
         let Some(call) = self.call.take() else { return };
-        if nodes.is_empty() {
-            return;
+        if !nodes.is_empty() {
+            let _ = spawn_round(self.quorum.clone(), call, nodes, self.timeout).await;
         }
-        let task = spawn_round(self.quorum.clone(), call, nodes, self.timeout);
-        let _ = task.await;
     }
 }
 

@@ -1,0 +1,76 @@
+-- Acquire permits of a counting semaphore. Permits are slots 0..L-1; a
+-- holder must win the same slots on a majority of nodes, so one slot never
+-- has two valid holders and at most L permits are ever held.
+--
+-- Slots are tried from ARGV[5] on, wrapping; nodes in the same state pick
+-- the same slots. Expiry scores are server time (TIME), never client clocks,
+-- and every call reaps expired slots first, so a crashed holder's permits
+-- come back after its TTL.
+--
+-- KEYS[1]  sorted set: slot -> expiry (server ms)
+-- KEYS[2]  hash: slot -> owner token, and 'permits' -> L
+-- KEYS[3]  fencing counter key
+-- ARGV[1]  owner token
+-- ARGV[2]  lease ttl, milliseconds
+-- ARGV[3]  L, the number of permits
+-- ARGV[4]  k, permits wanted
+-- ARGV[5]  first slot to try
+-- ARGV[6]  1: issue the fencing token here (one node); 0: report the counter
+-- ARGV[7]  fencing counter ttl, milliseconds
+-- Returns  {1, fence, final, slot...} when granted (see mutex_acquire.lua for
+--          fence and final); {0, ms} when fewer than k slots are free, ms
+--          being the time until the earliest lease ends;
+--          error QUORATE_MISMATCH when the set was made with another L.
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local cap = redis.call('HGET', KEYS[2], 'permits')
+if cap and cap ~= ARGV[3] then
+  return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[3])
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
+for _, slot in ipairs(expired) do
+  redis.call('HDEL', KEYS[2], slot)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+
+local permits = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
+if permits - redis.call('ZCARD', KEYS[1]) < wanted then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(first[2]) - ms}
+end
+local expiry = ms + tonumber(ARGV[2])
+local got = {}
+local start = tonumber(ARGV[5])
+for i = 0, permits - 1 do
+  local slot = (start + i) % permits
+  local name = string.format('%d', slot)
+  if not redis.call('ZSCORE', KEYS[1], name) then
+    redis.call('ZADD', KEYS[1], expiry, name)
+    redis.call('HSET', KEYS[2], name, ARGV[1])
+    got[#got + 1] = slot
+    if #got == wanted then
+      break
+    end
+  end
+end
+redis.call('HSET', KEYS[2], 'permits', ARGV[3])
+-- Both keys live as long as the longest lease in the set.
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local keep = math.max(tonumber(last[2]) - ms, 1)
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+
+local floor = tonumber(now[1]) * 1024000 + math.floor(tonumber(now[2]) / 1000) * 1024
+local fence = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), floor)
+local final = 0
+if ARGV[6] == '1' then
+  fence = fence + 1
+  final = 1
+  redis.call('SET', KEYS[3], string.format('%d', fence), 'PX', ARGV[7])
+end
+local reply = {1, fence, final}
+for _, slot in ipairs(got) do
+  reply[#reply + 1] = slot
+end
+return reply

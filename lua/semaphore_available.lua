@@ -1,0 +1,18 @@
+-- Count the free permits of a semaphore on this node, reaping expired slots.
+--
+-- KEYS[1]  sorted set: slot -> expiry (server ms)
+-- KEYS[2]  hash: slot -> owner token, and 'permits' -> L
+-- ARGV[1]  L, the number of permits
+-- Returns  {1, free}; error QUORATE_MISMATCH when made with another L.
+local cap = redis.call('HGET', KEYS[2], 'permits')
+if cap and cap ~= ARGV[1] then
+  return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[1])
+end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
+for _, slot in ipairs(expired) do
+  redis.call('HDEL', KEYS[2], slot)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+return {1, tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])}

@@ -1,0 +1,27 @@
+-- Extend a semaphore lease: push the expiry of each of its slots, provided
+-- the owner still holds every one of them and none has expired. An expired
+-- slot is never revived.
+--
+-- KEYS[1]  sorted set: slot -> expiry (server ms)
+-- KEYS[2]  hash: slot -> owner token
+-- ARGV[1]  owner token
+-- ARGV[2]  new ttl, milliseconds
+-- ARGV[3..] the lease's slots
+-- Returns  {1} when extended; {0} when any slot is no longer held.
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[1] or not score or tonumber(score) <= ms then
+    return {0}
+  end
+end
+local expiry = ms + tonumber(ARGV[2])
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local keep = math.max(tonumber(last[2]) - ms, 1)
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+return {1}

@@ -1,0 +1,326 @@
+//! The counting semaphore.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::Quorum;
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::{Error as E, Result};
+use crate::key::Keys;
+use crate::lease::{Acquirer, Lease, Request, owner_token};
+use crate::quorum::{FenceTarget, LeaseSpec, fence_ttl_ms, invocation};
+use crate::scripts;
+use crate::wait::random_unit;
+
+/// A distributed counting semaphore: at most `permits` permits are held at
+/// once across every process using the same name on the same nodes.
+///
+/// Each permit is a **slot** numbered `0..permits`. On every node a sorted
+/// set maps slots to their expiry in server time (the script reads `TIME`,
+/// never the client's clock) and every script reaps expired slots first, so
+/// the permits of a crashed holder come back after its TTL.
+///
+/// # Guarantees
+///
+/// A holder must win the *same* slots on a majority of nodes. Two majorities
+/// share a node, and a node gives a slot to one owner at a time, so one slot
+/// never has two valid holders: at most `permits` permits are valid at once,
+/// under the same assumptions as [`Mutex`](crate::Mutex). This keeps the
+/// mutex's fault tolerance: with 3 nodes one may fail, with 5 nodes two.
+///
+/// (A plain majority over per-node counters is not enough: with 5 nodes and
+/// 2 permits, holders on {0,1,2}, {0,1,3} and {2,3,4} never put more than 2
+/// on one node, yet 3 hold a permit. Raising the quorum to
+/// `floor(N·L/(L+1)) + 1` would fix it at the price of fault tolerance: 3
+/// nodes of 3 for any `L ≥ 2`.)
+///
+/// The number of permits is stored with the set while any permit is held;
+/// opening it with another number fails with [`Error::ConfigMismatch`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+/// use quorate::Semaphore;
+///
+/// let exports = Semaphore::new(&q, "exports", 8);
+/// let permit = exports.acquire().await?;
+/// // ... at most 8 of these run at once, across all processes ...
+/// permit.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    quorum: Quorum,
+    name: String,
+    permits: u32,
+    ttl: Option<Duration>,
+    auto_extend: bool,
+}
+
+impl Semaphore {
+    /// Most permits one semaphore may have: acquisition scans the slots.
+    pub const MAX_PERMITS: u32 = 10_000;
+
+    /// A semaphore called `name` with `permits` permits.
+    ///
+    /// The name and count are checked at the first call: an empty or
+    /// over-long name, and `permits` of 0 or above
+    /// [`MAX_PERMITS`](Self::MAX_PERMITS), are refused then with
+    /// [`Error::InvalidArgument`] and nothing is sent.
+    pub fn new(quorum: &Quorum, name: impl Into<String>, permits: u32) -> Semaphore {
+        Semaphore {
+            quorum: quorum.clone(),
+            name: name.into(),
+            permits,
+            ttl: None,
+            auto_extend: true,
+        }
+    }
+
+    /// Sets the permit lease TTL. Defaults to the quorum's
+    /// [`Config::ttl`](crate::Config::ttl). The permits of a crashed holder
+    /// come back after at most this long.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Semaphore {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Turns automatic extension on or off. Defaults to on.
+    #[must_use]
+    pub fn auto_extend(mut self, on: bool) -> Semaphore {
+        self.auto_extend = on;
+        self
+    }
+
+    /// The resource name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The number of permits.
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// Acquires one permit, waiting as long as it takes.
+    ///
+    /// Waiting is push based: a release wakes the waiters. Waiters are not
+    /// queued: whoever retries first after a release wins.
+    ///
+    /// # Errors
+    ///
+    /// Bad input before any I/O; [`Error::ConfigMismatch`] when the
+    /// semaphore exists with another number of permits.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call holds nothing; slots its scripts took are
+    /// released from a spawned task.
+    pub async fn acquire(&self) -> Result<SemaphorePermit> {
+        self.acquire_many(1).await
+    }
+
+    /// Acquires `k` permits at once, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] at once when `k` is 0 or more than the
+    /// semaphore has; otherwise as [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    pub async fn acquire_many(&self, k: u32) -> Result<SemaphorePermit> {
+        let lease = self.acquirer(k)?.acquire(None).await?;
+        Ok(SemaphorePermit { lease })
+    }
+
+    /// Acquires one permit, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when no permit came free in time;
+    /// [`Error::Quorum`] when the last attempt failed because too few nodes
+    /// answered; otherwise as [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit> {
+        self.acquire_many_timeout(1, timeout).await
+    }
+
+    /// Acquires `k` permits, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_many`](Self::acquire_many) and
+    /// [`acquire_timeout`](Self::acquire_timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    pub async fn acquire_many_timeout(&self, k: u32, timeout: Duration) -> Result<SemaphorePermit> {
+        let lease = self.acquirer(k)?.acquire(Some(timeout)).await?;
+        Ok(SemaphorePermit { lease })
+    }
+
+    /// Makes one attempt at one permit: `Ok(None)` when none is free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Quorum`] when too few nodes answered to decide; otherwise as
+    /// [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    pub async fn try_acquire(&self) -> Result<Option<SemaphorePermit>> {
+        self.try_acquire_many(1).await
+    }
+
+    /// Makes one attempt at `k` permits: `Ok(None)` when fewer are free.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire) and
+    /// [`acquire_many`](Self::acquire_many).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    pub async fn try_acquire_many(&self, k: u32) -> Result<Option<SemaphorePermit>> {
+        let lease = self.acquirer(k)?.try_acquire().await?;
+        Ok(lease.map(|lease| SemaphorePermit { lease }))
+    }
+
+    /// The number of permits a majority of nodes could grant now. A snapshot:
+    /// it may change before you act on it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Quorum`] when fewer than a majority answered;
+    /// [`Error::ConfigMismatch`]; bad input before any I/O.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads (and reaps expired permits).
+    pub async fn available_permits(&self) -> Result<u32> {
+        let (keys, timing) = self.keys()?;
+        let mut inv = invocation(&scripts::SEMAPHORE_AVAILABLE, &keys[..2]);
+        inv.arg(self.permits);
+        let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+        let mut free: Vec<i64> = round.yes().filter_map(|(_, p)| p.int(0)).collect();
+        if free.len() < self.quorum.majority() {
+            return Err(round.shortfall(&self.quorum, &self.name));
+        }
+        free.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(free[self.quorum.majority() - 1].max(0) as u32)
+    }
+
+    /// The keys (set, owners, fence, channel) and timing, checked.
+    fn keys(&self) -> Result<([String; 4], crate::config::Timing)> {
+        if self.permits == 0 || self.permits > Self::MAX_PERMITS {
+            return Err(E::argument(
+                "permits",
+                format!("{} is outside 1..={}", self.permits, Self::MAX_PERMITS),
+            ));
+        }
+        let config = self.quorum.config();
+        let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
+        let keys = Keys::new(&config.key_prefix, &self.name)?;
+        let names = [
+            keys.main.clone(),
+            keys.sibling("owners")?,
+            keys.sibling("fence")?,
+            keys.sibling("ready")?,
+        ];
+        Ok((names, timing))
+    }
+
+    fn acquirer(&self, k: u32) -> Result<Acquirer<impl Fn() -> Request + '_>> {
+        let ([set, owners, counter, channel], timing) = self.keys()?;
+        if k == 0 || k > self.permits {
+            return Err(E::argument(
+                "k",
+                format!("{k} permits asked of a semaphore of {}", self.permits),
+            ));
+        }
+        let fence = FenceTarget {
+            lease_key: owners.clone(),
+            counter_key: counter.clone(),
+            owner_field: None,
+            store_field: None,
+        };
+        let keys = [set, owners, counter];
+        let spec = LeaseSpec {
+            resource: self.name.clone(),
+            extend: &scripts::SEMAPHORE_EXTEND,
+            release: &scripts::SEMAPHORE_RELEASE,
+            channel,
+            keys: keys[..2].to_vec(),
+        };
+        let one_node = self.quorum.node_count() == 1;
+        let permits = self.permits;
+        let build = move || {
+            let token = owner_token();
+            let first = (random_unit() * f64::from(permits)) as u32 % permits;
+            let mut acquire = invocation(&scripts::SEMAPHORE_ACQUIRE, &keys);
+            acquire
+                .arg(&token)
+                .arg(timing.ttl_ms())
+                .arg(permits)
+                .arg(k)
+                .arg(first)
+                .arg(if one_node { "1" } else { "0" })
+                .arg(fence_ttl_ms(timing));
+            Request {
+                token,
+                acquire,
+                extra: Vec::new(),
+            }
+        };
+        Ok(Acquirer {
+            quorum: self.quorum.clone(),
+            spec: Arc::new(spec),
+            timing,
+            fence,
+            auto_extend: self.auto_extend,
+            build,
+        })
+    }
+}
+
+/// Proof of holding permits of a [`Semaphore`], until
+/// [`release`](Self::release) or drop. The same lease API as
+/// [`MutexGuard`](crate::MutexGuard).
+///
+/// Dropping it without `release` releases in a spawned task (when a tokio
+/// runtime is running; otherwise the TTL frees the permits).
+#[must_use = "the permits are released when the permit is dropped"]
+#[clippy::has_significant_drop]
+#[derive(Debug)]
+pub struct SemaphorePermit {
+    lease: Lease,
+}
+
+impl SemaphorePermit {
+    /// The number of permits held.
+    pub fn num_permits(&self) -> u32 {
+        self.lease.extra().len() as u32
+    }
+
+    /// The slots held, each in `0..permits`.
+    pub fn slots(&self) -> Vec<u32> {
+        self.lease
+            .extra()
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+
+    crate::lease::lease_methods!();
+}
