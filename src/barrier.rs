@@ -185,7 +185,10 @@ impl Barrier {
         timeout: Option<Duration>,
     ) -> Result<u64> {
         let mut inv = invocation(&scripts::BARRIER_ARRIVE, &keys[..2]);
-        inv.arg(id).arg(self.parties).arg(timing.ttl_ms()).arg(&keys[2]);
+        inv.arg(id)
+            .arg(self.parties)
+            .arg(timing.ttl_ms())
+            .arg(&keys[2]);
         wait_for(&self.quorum, &keys[2], timeout, || async {
             let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
             match round.agreed(|p| p.int(0)) {
@@ -256,7 +259,9 @@ impl Barrier {
             // A node may look behind only because the last arrival is still
             // on its way there; give that arrival time to land first.
             tokio::time::sleep(timing.node_timeout * 4).await;
-            quorum.round(&settle, &behind, timing.node_timeout, usize::MAX).await;
+            quorum
+                .round(&settle, &behind, timing.node_timeout, usize::MAX)
+                .await;
         });
     }
 
@@ -268,7 +273,10 @@ impl Barrier {
         outcome: &str,
     ) -> redis::ScriptInvocation<'static> {
         let mut inv = invocation(&scripts::BARRIER_SETTLE, &keys[..2]);
-        inv.arg(generation).arg(outcome).arg(&keys[2]).arg(timing.ttl_ms());
+        inv.arg(generation)
+            .arg(outcome)
+            .arg(&keys[2])
+            .arg(timing.ttl_ms());
         inv
     }
 
@@ -282,7 +290,11 @@ impl Barrier {
         }
         let timing = self.quorum.config().timing(self.ttl)?;
         let keys = Keys::new(&self.quorum.config().key_prefix, &self.name)?;
-        let names = [keys.main.clone(), keys.sibling("arrived")?, keys.sibling("ready")?];
+        let names = [
+            keys.main.clone(),
+            keys.sibling("arrived")?,
+            keys.sibling("ready")?,
+        ];
         Ok((names, timing))
     }
 }

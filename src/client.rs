@@ -224,7 +224,7 @@ impl QuorumBuilder {
         if self.urls.is_empty() {
             return Err(Error::config("nodes", "no node given"));
         }
-        if self.urls.len() % 2 == 0 && !self.config.allow_even_nodes {
+        if self.urls.len().is_multiple_of(2) && !self.config.allow_even_nodes {
             return Err(Error::config(
                 "nodes",
                 format!(
@@ -264,7 +264,10 @@ async fn check_identities(nodes: &[Node], config: &Config) -> Result<()> {
                 if let Some(other) = run_ids.insert(id.run_id.clone(), &node.addr) {
                     return Err(Error::config(
                         "nodes",
-                        format!("{other} and {} are the same server (run_id {})", node.addr, id.run_id),
+                        format!(
+                            "{other} and {} are the same server (run_id {})",
+                            node.addr, id.run_id
+                        ),
                     ));
                 }
             }

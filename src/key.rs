@@ -103,7 +103,10 @@ mod tests {
             let fence = keys.sibling("fence").unwrap();
             assert_eq!(slot(&fence), slot(&keys.main), "{name}");
         }
-        assert_eq!(Keys::new("", "a").unwrap().sibling("fence").unwrap(), "{a}:fence");
+        assert_eq!(
+            Keys::new("", "a").unwrap().sibling("fence").unwrap(),
+            "{a}:fence"
+        );
         assert_eq!(
             Keys::new("", "a{t}").unwrap().sibling("fence").unwrap(),
             "a{t}:fence"
@@ -113,7 +116,10 @@ mod tests {
     #[test]
     fn ambiguous_braces_are_refused() {
         let keys = Keys::new("", "foo{}{bar}").unwrap();
-        assert!(matches!(keys.sibling("fence"), Err(Error::CrossSlot { .. })));
+        assert!(matches!(
+            keys.sibling("fence"),
+            Err(Error::CrossSlot { .. })
+        ));
     }
 
     #[test]

@@ -120,11 +120,17 @@ impl Latch {
     /// Cancel safe in effect: call it again with the same id.
     pub async fn count_down_as(&self, id: &str) -> Result<()> {
         if id.is_empty() || id.len() > MAX_KEY_LEN {
-            return Err(E::argument("id", format!("must be 1 to {MAX_KEY_LEN} bytes")));
+            return Err(E::argument(
+                "id",
+                format!("must be 1 to {MAX_KEY_LEN} bytes"),
+            ));
         }
         let (keys, timing) = self.keys()?;
         let mut inv = invocation(&scripts::LATCH_COUNT_DOWN, &keys[..2]);
-        inv.arg(id).arg(self.count).arg(timing.ttl_ms()).arg(&keys[2]);
+        inv.arg(id)
+            .arg(self.count)
+            .arg(timing.ttl_ms())
+            .arg(&keys[2]);
         let deadline = Some(self.quorum.config().ttl);
         wait_for(&self.quorum, &keys[2], deadline, || async {
             let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
@@ -215,7 +221,11 @@ impl Latch {
         }
         let timing = self.quorum.config().timing(self.ttl)?;
         let keys = Keys::new(&self.quorum.config().key_prefix, &self.name)?;
-        let names = [keys.main.clone(), keys.sibling("count")?, keys.sibling("ready")?];
+        let names = [
+            keys.main.clone(),
+            keys.sibling("count")?,
+            keys.sibling("ready")?,
+        ];
         Ok((names, timing))
     }
 }

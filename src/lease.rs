@@ -356,7 +356,10 @@ async fn renew(shared: &Shared) -> Option<Instant> {
             Ok(()) => return Some(started),
             Err(Error::NotHeld) => return None,
             Err(e) => {
-                let left = shared.snapshot().deadline.saturating_duration_since(Instant::now());
+                let left = shared
+                    .snapshot()
+                    .deadline
+                    .saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     shared.lose("no renewal reached a quorum before the deadline");
                     return None;

@@ -169,5 +169,9 @@ impl Node {
 }
 
 fn timeout_error() -> redis::RedisError {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within the connect timeout").into()
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer within the connect timeout",
+    )
+    .into()
 }

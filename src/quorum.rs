@@ -127,7 +127,9 @@ pub(crate) struct Grant {
 pub(crate) enum Attempt<T> {
     Done(T),
     /// Held by someone else; their lease has about `retry_after` left.
-    Busy { retry_after: Option<Duration> },
+    Busy {
+        retry_after: Option<Duration>,
+    },
     /// Too many nodes failed; worth retrying later.
     Unavailable(Error),
 }
@@ -168,10 +170,13 @@ impl Round {
 
     /// The payloads of the yes votes, with their node index.
     pub(crate) fn yes(&self) -> impl Iterator<Item = (usize, &Payload)> + '_ {
-        self.replies.iter().enumerate().filter_map(|(i, r)| match r {
-            Some(Reply::Yes(p)) => Some((i, p)),
-            _ => None,
-        })
+        self.replies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Some(Reply::Yes(p)) => Some((i, p)),
+                _ => None,
+            })
     }
 
     /// The payloads of the refusals.
@@ -196,7 +201,9 @@ impl Round {
                 None => groups.push((k, vec![i])),
             }
         }
-        groups.into_iter().find(|(_, nodes)| nodes.len() >= self.need)
+        groups
+            .into_iter()
+            .find(|(_, nodes)| nodes.len() >= self.need)
     }
 
     /// The shortest lease left among the holders that refused us.
@@ -299,7 +306,9 @@ impl Quorum {
 
     /// Runs a script on every node and waits for all answers (release).
     pub(crate) async fn round_all(&self, inv: &ScriptInvocation<'_>, timeout: Duration) -> Round {
-        let mut round = self.round(inv, &self.all_nodes(), timeout, usize::MAX).await;
+        let mut round = self
+            .round(inv, &self.all_nodes(), timeout, usize::MAX)
+            .await;
         round.need = self.majority();
         round
     }
@@ -310,7 +319,8 @@ impl Quorum {
         inv: &ScriptInvocation<'_>,
         timeout: Duration,
     ) -> Round {
-        self.round(inv, &self.all_nodes(), timeout, self.majority()).await
+        self.round(inv, &self.all_nodes(), timeout, self.majority())
+            .await
     }
 
     /// One acquisition attempt: round one, fencing round two on several
@@ -319,7 +329,9 @@ impl Quorum {
         let t1 = Instant::now();
         let deadline = t1 + claim.timing.ttl - claim.timing.drift;
         let mut undo = Undo::armed(self, &claim);
-        let first = self.round_majority(&claim.acquire, claim.timing.node_timeout).await;
+        let first = self
+            .round_majority(&claim.acquire, claim.timing.node_timeout)
+            .await;
         let agreed = first.agreed(|p| p.ints_from(2));
         if let Some((held, nodes)) = agreed.filter(|_| Instant::now() < deadline) {
             let held: Vec<String> = held.iter().map(i64::to_string).collect();
@@ -344,7 +356,9 @@ impl Quorum {
                 retry_after: first.retry_after(),
             });
         }
-        Ok(Attempt::Unavailable(Error::Quorum(first.tally(self, expired))))
+        Ok(Attempt::Unavailable(Error::Quorum(
+            first.tally(self, expired),
+        )))
     }
 
     /// The fencing token of a granted round one: the token the agreeing
@@ -403,7 +417,9 @@ impl Quorum {
         if round.definitely_refused() {
             return Err(Error::NotHeld);
         }
-        Err(Error::Quorum(round.tally(self, round.granted() >= self.majority())))
+        Err(Error::Quorum(
+            round.tally(self, round.granted() >= self.majority()),
+        ))
     }
 }
 

@@ -58,7 +58,11 @@ impl ReentrantLock {
     /// The name and owner are checked at the first call: empty or over-long
     /// values are refused then with [`Error::InvalidArgument`] and nothing is
     /// sent.
-    pub fn new(quorum: &Quorum, name: impl Into<String>, owner: impl Into<String>) -> ReentrantLock {
+    pub fn new(
+        quorum: &Quorum,
+        name: impl Into<String>,
+        owner: impl Into<String>,
+    ) -> ReentrantLock {
         ReentrantLock {
             quorum: quorum.clone(),
             name: name.into(),
@@ -169,7 +173,11 @@ impl ReentrantLock {
         let config = self.quorum.config();
         let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
         let keys = Keys::new(&config.key_prefix, &self.name)?;
-        let names = [keys.main.clone(), keys.sibling("fence")?, keys.sibling("ready")?];
+        let names = [
+            keys.main.clone(),
+            keys.sibling("fence")?,
+            keys.sibling("ready")?,
+        ];
         Ok((names, timing))
     }
 

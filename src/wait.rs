@@ -141,10 +141,12 @@ impl Notifier {
     pub(crate) async fn watch(&self, channel: &str) -> Watch<'_> {
         let (notify, first) = {
             let mut channels = self.registry.channels.lock().unwrap();
-            let entry = channels.entry(channel.to_owned()).or_insert_with(|| Channel {
-                notify: Arc::new(Notify::new()),
-                watchers: 0,
-            });
+            let entry = channels
+                .entry(channel.to_owned())
+                .or_insert_with(|| Channel {
+                    notify: Arc::new(Notify::new()),
+                    watchers: 0,
+                });
             entry.watchers += 1;
             (entry.notify.clone(), entry.watchers == 1)
         };
@@ -234,7 +236,10 @@ async fn subscribe_loop(
 ) {
     let mut failures = 0u32;
     loop {
-        if serve(&client, &registry, &mut commands, timeout).await.is_none() {
+        if serve(&client, &registry, &mut commands, timeout)
+            .await
+            .is_none()
+        {
             return;
         }
         failures += 1;
