@@ -11,7 +11,7 @@
 -- ARGV[1]  party id
 -- ARGV[2]  parties
 -- ARGV[3]  state ttl, milliseconds
--- ARGV[4]  wake-up channel
+-- ARGV[4]  wake-up channel; the message '*' wakes every waiter
 -- Returns  {1, generation, arrivals so far}; error QUORATE_MISMATCH when the
 --          barrier was created with another number of parties.
 local parties = redis.call('HGET', KEYS[1], 'parties')
@@ -44,5 +44,5 @@ if old then
 end
 redis.call('HDEL', KEYS[1], 'm:' .. (gen - 1), 'o:' .. (gen - 16))
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[4], '1')
+redis.call('PUBLISH', ARGV[4], '*')
 return {1, gen, arrived}

@@ -8,7 +8,7 @@
 -- KEYS[2]  set of the current generation's arrivals
 -- ARGV[1]  generation
 -- ARGV[2]  outcome: 'broken' or 'done:'
--- ARGV[3]  wake-up channel
+-- ARGV[3]  wake-up channel; the message '*' wakes every waiter
 -- ARGV[4]  state ttl, milliseconds
 -- Returns  {1, 1} when this call decided it; {1, 0} when it was decided.
 local gen = tonumber(ARGV[1])
@@ -24,5 +24,5 @@ if tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') <= gen then
   redis.call('HSET', KEYS[1], 'gen', gen + 1)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[3], '1')
+redis.call('PUBLISH', ARGV[3], '*')
 return {1, 1}

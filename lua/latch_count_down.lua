@@ -6,7 +6,7 @@
 -- ARGV[1]  operation id
 -- ARGV[2]  count
 -- ARGV[3]  state ttl, milliseconds (refreshed by every count-down)
--- ARGV[4]  wake-up channel
+-- ARGV[4]  wake-up channel; the message '*' wakes every waiter
 -- Returns  {1, distinct count-downs on this node}; error QUORATE_MISMATCH
 --          when the latch was created with another count.
 local count = redis.call('GET', KEYS[2])
@@ -16,5 +16,5 @@ end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], '1')
+redis.call('PUBLISH', ARGV[4], '*')
 return {1, redis.call('SCARD', KEYS[1])}

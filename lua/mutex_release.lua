@@ -2,12 +2,13 @@
 --
 -- KEYS[1]  lock key
 -- ARGV[1]  owner token
--- ARGV[2]  wake-up channel
+-- ARGV[2]  wake-up channel; the message names this release, so that its
+--          copies from several nodes wake one waiter, not one each
 -- Returns  {1, 0} when deleted; {0, 0} when the key is missing or belongs to
 --          another owner (nothing is changed then).
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '1')
+  redis.call('PUBLISH', ARGV[2], redis.sha1hex(ARGV[1]))
   return {1, 0}
 end
 return {0, 0}

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  hash (see reentrant_acquire.lua)
 -- ARGV[1]  owner id
--- ARGV[2]  wake-up channel
+-- ARGV[2]  wake-up channel; the message names this release, so that its
+--          copies from several nodes wake one waiter, not one each
 -- ARGV[3]  hold id
 -- Returns  {1, holds left} when the hold was released; {0, 0} when it was
 --          not held.
@@ -14,6 +15,6 @@ end
 local left = redis.call('HINCRBY', KEYS[1], 'holds', -1)
 if left <= 0 then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '1')
+  redis.call('PUBLISH', ARGV[2], redis.sha1hex(ARGV[1] .. ':' .. ARGV[3]))
 end
 return {1, left}

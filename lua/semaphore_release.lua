@@ -4,7 +4,8 @@
 -- KEYS[1]  sorted set: slot -> expiry (server ms)
 -- KEYS[2]  hash: slot -> owner token
 -- ARGV[1]  owner token
--- ARGV[2]  wake-up channel
+-- ARGV[2]  wake-up channel; the message names this release, so that its
+--          copies from several nodes wake one waiter, not one each
 -- ARGV[3..] the slots to release; none: every slot the owner holds (the
 --          undo of an acquisition whose slots are unknown)
 -- Returns  {1, n} when n > 0 slots were released; {0, 0} when none was held.
@@ -35,5 +36,5 @@ end
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
 end
-redis.call('PUBLISH', ARGV[2], '1')
+redis.call('PUBLISH', ARGV[2], redis.sha1hex(ARGV[1]))
 return {1, released}

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::latch::unavailable;
 use crate::lease::owner_token;
-use crate::quorum::{Attempt, Round, invocation};
+use crate::quorum::{Attempt, Call, Round, invocation};
 use crate::scripts;
 use crate::wait::wait_for;
 
@@ -189,8 +189,12 @@ impl Barrier {
             .arg(self.parties)
             .arg(timing.ttl_ms())
             .arg(&keys[2]);
+        let call = Call::new(inv);
         wait_for(&self.quorum, &keys[2], timeout, || async {
-            let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+            let round = self
+                .quorum
+                .round_majority(call.clone(), timing.node_timeout)
+                .await;
             match round.agreed(|p| p.int(0)) {
                 Some((Some(generation), _)) => Ok(Attempt::Done(generation.max(0) as u64)),
                 _ => Err(round.shortfall(&self.quorum, &self.name)).or_else(unavailable),
@@ -209,7 +213,7 @@ impl Barrier {
     ) -> Result<Attempt<Outcome>> {
         let mut inv = invocation(&scripts::BARRIER_STATE, &keys[..1]);
         inv.arg(generation).arg(id);
-        let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
         match round.agreed(|p| p.int(0)) {
             Some((Some(1), _)) => {
                 self.repair(keys, timing, generation, &round);
@@ -235,7 +239,7 @@ impl Barrier {
         id: &str,
     ) -> Outcome {
         let settle = self.settle_call(keys, timing, generation, "broken");
-        self.quorum.round_all(&settle, timing.node_timeout).await;
+        self.quorum.round_all(settle, timing.node_timeout).await;
         match self.outcome(keys, timing, generation, id).await {
             Ok(Attempt::Done(outcome)) => outcome,
             _ => Outcome::Broken,
@@ -260,7 +264,7 @@ impl Barrier {
             // on its way there; give that arrival time to land first.
             tokio::time::sleep(timing.node_timeout * 4).await;
             quorum
-                .round(&settle, &behind, timing.node_timeout, usize::MAX)
+                .round(settle, &behind, timing.node_timeout, usize::MAX)
                 .await;
         });
     }
@@ -271,13 +275,13 @@ impl Barrier {
         timing: Timing,
         generation: u64,
         outcome: &str,
-    ) -> redis::ScriptInvocation<'static> {
+    ) -> Call {
         let mut inv = invocation(&scripts::BARRIER_SETTLE, &keys[..2]);
         inv.arg(generation)
             .arg(outcome)
             .arg(&keys[2])
             .arg(timing.ttl_ms());
-        inv
+        Call::new(inv)
     }
 
     /// The keys (state, arrivals, channel) and timing, checked.

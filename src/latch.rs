@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::{Keys, MAX_KEY_LEN};
 use crate::lease::owner_token;
-use crate::quorum::{Attempt, invocation};
+use crate::quorum::{Attempt, Call, invocation};
 use crate::scripts;
 use crate::wait::wait_for;
 
@@ -131,9 +131,13 @@ impl Latch {
             .arg(self.count)
             .arg(timing.ttl_ms())
             .arg(&keys[2]);
+        let call = Call::new(inv);
         let deadline = Some(self.quorum.config().ttl);
         wait_for(&self.quorum, &keys[2], deadline, || async {
-            let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+            let round = self
+                .quorum
+                .round_majority(call.clone(), timing.node_timeout)
+                .await;
             if round.granted() >= self.quorum.majority() {
                 return Ok(Attempt::Done(()));
             }
@@ -199,7 +203,7 @@ impl Latch {
     async fn remaining(&self, keys: &[String; 3], timing: Timing) -> Result<u32> {
         let mut inv = invocation(&scripts::LATCH_READ, &keys[..2]);
         inv.arg(self.count);
-        let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
         let seen = round.yes().map(|(_, p)| p.int(0).unwrap_or(0)).max();
         if seen.is_some_and(|n| n >= i64::from(self.count)) {
             return Ok(0);

@@ -64,7 +64,7 @@ impl<F: Fn() -> Request> Acquirer<F> {
         let request = (self.build)();
         let token = request.token.clone();
         let claim = Claim {
-            acquire: request.acquire,
+            acquire: request.acquire.into(),
             lease: self.spec.clone(),
             token: request.token,
             extra: request.extra,
@@ -310,7 +310,7 @@ async fn release(shared: &Shared) -> Result<()> {
     shared.end();
     let timing = shared.snapshot().timing;
     let inv = shared.spec.release_call(&shared.token, &shared.extra);
-    let round = shared.quorum.round_all(&inv, timing.node_timeout).await;
+    let round = shared.quorum.round_all(inv, timing.node_timeout).await;
     if !was_valid {
         return Err(Error::NotHeld);
     }

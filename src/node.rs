@@ -63,6 +63,8 @@ pub(crate) struct Failure {
     pub(crate) mismatch: Option<String>,
 }
 
+const NO_SCRIPT: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+
 /// Error code of the scripts' "state created with other parameters" reply.
 const MISMATCH: &str = "QUORATE_MISMATCH";
 
@@ -132,15 +134,17 @@ impl Node {
     /// Runs a script with a deadline. Never fails as a whole: a timeout or
     /// an error is this node's vote.
     pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>, timeout: Duration) -> Reply {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(timeout, inv.invoke_async::<Vec<Value>>(&mut conn)).await {
+        match tokio::time::timeout(timeout, self.invoke_reloading(inv)).await {
             Err(_) => Reply::Failed(Failure {
                 message: format!("no answer within {timeout:?}"),
                 transient: true,
                 mismatch: None,
             }),
             Ok(Err(e)) => Reply::Failed(Failure {
-                transient: e.is_timeout() || e.is_io_error() || e.is_connection_dropped(),
+                transient: e.is_timeout()
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.kind() == NO_SCRIPT,
                 mismatch: (e.code() == Some(MISMATCH)).then(|| e.detail().unwrap_or("").to_owned()),
                 message: e.to_string(),
             }),
@@ -156,6 +160,20 @@ impl Node {
                         mismatch: None,
                     }),
                 }
+            }
+        }
+    }
+
+    /// EVALSHA, loading the script on NOSCRIPT. Loading and the retried
+    /// EVALSHA are two commands, so a `SCRIPT FLUSH` may land between them:
+    /// try a few times (the caller's timeout bounds it).
+    async fn invoke_reloading(&self, inv: &ScriptInvocation<'_>) -> redis::RedisResult<Vec<Value>> {
+        let mut conn = self.conn.clone();
+        let mut tries = 0;
+        loop {
+            match inv.invoke_async::<Vec<Value>>(&mut conn).await {
+                Err(e) if e.kind() == NO_SCRIPT && tries < 3 => tries += 1,
+                other => return other,
             }
         }
     }

@@ -30,13 +30,16 @@ use redis::{Script, ScriptInvocation};
 use crate::client::Quorum;
 use crate::config::Timing;
 use crate::error::{Error, NodeReport, Result, Tally, Vote};
-use crate::node::{Payload, Reply};
+use crate::node::{Failure, Payload, Reply};
 use crate::scripts;
 
 /// How long a fencing counter outlives the last lease that raised it. The
 /// counters are floored at server time, so even a counter that expired
 /// issues larger tokens than before.
 const FENCE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// A script invocation shared by the per-node tasks of a round.
+pub(crate) type Call = Arc<ScriptInvocation<'static>>;
 
 /// The scripts and keys of one kind of lease.
 ///
@@ -55,21 +58,16 @@ pub(crate) struct LeaseSpec {
 }
 
 impl LeaseSpec {
-    pub(crate) fn extend_call(
-        &self,
-        token: &str,
-        ttl_ms: u64,
-        extra: &[String],
-    ) -> ScriptInvocation<'static> {
+    pub(crate) fn extend_call(&self, token: &str, ttl_ms: u64, extra: &[String]) -> Call {
         let mut inv = invocation(self.extend, &self.keys);
         inv.arg(token).arg(ttl_ms).arg(extra);
-        inv
+        Arc::new(inv)
     }
 
-    pub(crate) fn release_call(&self, token: &str, extra: &[String]) -> ScriptInvocation<'static> {
+    pub(crate) fn release_call(&self, token: &str, extra: &[String]) -> Call {
         let mut inv = invocation(self.release, &self.keys);
         inv.arg(token).arg(&self.channel).arg(extra);
-        inv
+        Arc::new(inv)
     }
 }
 
@@ -92,7 +90,7 @@ pub(crate) fn invocation(script: &'static Script, keys: &[String]) -> ScriptInvo
 /// left of the holder's lease in milliseconds (negative when unknown).
 pub(crate) struct Claim {
     /// The acquire script, ready to send.
-    pub(crate) acquire: ScriptInvocation<'static>,
+    pub(crate) acquire: Call,
     pub(crate) lease: Arc<LeaseSpec>,
     pub(crate) token: String,
     /// Extra lease arguments known before the attempt (a hold id).
@@ -145,12 +143,24 @@ impl<T> Attempt<T> {
 }
 
 /// The votes of one round, in node order; `None` for nodes not heard from.
+///
+/// Requests still in flight when the round was decided run on in their own
+/// tasks (a script reload after NOSCRIPT is two more commands that must not
+/// be cut short); [`Round::finish`] waits for them.
 pub(crate) struct Round {
     replies: Vec<Option<Reply>>,
     need: usize,
+    pending: FuturesUnordered<NodeTask>,
 }
 
 impl Round {
+    /// Waits for the answers still in flight (each bounded by its timeout).
+    pub(crate) async fn finish(&mut self) {
+        while let Some((i, reply)) = self.pending.next().await {
+            self.replies[i] = Some(reply);
+        }
+    }
+
     pub(crate) fn granted(&self) -> usize {
         self.count(|r| matches!(r, Reply::Yes(_)))
     }
@@ -234,7 +244,8 @@ impl Round {
         })
     }
 
-    /// Nodes that may have applied the script: all but definite refusals.
+    /// Nodes that may have applied the script: all but definite refusals
+    /// (and nodes the round was not sent to, which `nodes` leaves out).
     fn maybe_applied(&self) -> Vec<usize> {
         (0..self.replies.len())
             .filter(|&i| !matches!(self.replies[i], Some(Reply::No(_))))
@@ -277,22 +288,23 @@ impl Quorum {
     /// the node count, waits for every answer.
     pub(crate) async fn round(
         &self,
-        inv: &ScriptInvocation<'_>,
+        call: impl Into<Call>,
         nodes: &[usize],
         timeout: Duration,
         need: usize,
     ) -> Round {
+        let call = call.into();
         let all = self.node_count();
         let mut round = Round {
             replies: vec![None; all],
             need: need.min(all),
+            pending: nodes
+                .iter()
+                .map(|&i| self.spawn_call(i, &call, timeout))
+                .collect(),
         };
-        let mut pending: FuturesUnordered<_> = nodes
-            .iter()
-            .map(|&i| async move { (i, self.node(i).invoke(inv, timeout).await) })
-            .collect();
         let mut answered = 0;
-        while let Some((i, reply)) = pending.next().await {
+        while let Some((i, reply)) = round.pending.next().await {
             round.replies[i] = Some(reply);
             answered += 1;
             let granted = round.granted();
@@ -304,22 +316,27 @@ impl Quorum {
         round
     }
 
+    /// One node's request, in a task of its own so that neither an early
+    /// decision nor the caller's cancellation cuts it short.
+    fn spawn_call(&self, node: usize, call: &Call, timeout: Duration) -> NodeTask {
+        let quorum = self.clone();
+        let call = call.clone();
+        let task = tokio::spawn(async move { quorum.node(node).invoke(&call, timeout).await });
+        NodeTask { node, task }
+    }
+
     /// Runs a script on every node and waits for all answers (release).
-    pub(crate) async fn round_all(&self, inv: &ScriptInvocation<'_>, timeout: Duration) -> Round {
+    pub(crate) async fn round_all(&self, call: impl Into<Call>, timeout: Duration) -> Round {
         let mut round = self
-            .round(inv, &self.all_nodes(), timeout, usize::MAX)
+            .round(call, &self.all_nodes(), timeout, usize::MAX)
             .await;
         round.need = self.majority();
         round
     }
 
     /// Runs a script on every node, deciding early at a majority.
-    pub(crate) async fn round_majority(
-        &self,
-        inv: &ScriptInvocation<'_>,
-        timeout: Duration,
-    ) -> Round {
-        self.round(inv, &self.all_nodes(), timeout, self.majority())
+    pub(crate) async fn round_majority(&self, call: impl Into<Call>, timeout: Duration) -> Round {
+        self.round(call, &self.all_nodes(), timeout, self.majority())
             .await
     }
 
@@ -329,8 +346,8 @@ impl Quorum {
         let t1 = Instant::now();
         let deadline = t1 + claim.timing.ttl - claim.timing.drift;
         let mut undo = Undo::armed(self, &claim);
-        let first = self
-            .round_majority(&claim.acquire, claim.timing.node_timeout)
+        let mut first = self
+            .round_majority(claim.acquire.clone(), claim.timing.node_timeout)
             .await;
         let agreed = first.agreed(|p| p.ints_from(2));
         if let Some((held, nodes)) = agreed.filter(|_| Instant::now() < deadline) {
@@ -346,6 +363,9 @@ impl Quorum {
                 }));
             }
         }
+        // Undo after the stragglers answered: on each node the undo then
+        // follows the acquire, and nodes that refused need none.
+        first.finish().await;
         undo.run(first.maybe_applied()).await;
         let expired = first.granted() >= self.majority();
         if let Some(e) = first.permanent_error(&claim.lease.resource) {
@@ -392,7 +412,7 @@ impl Quorum {
             .arg(fence_ttl_ms(claim.timing))
             .arg(owner_field)
             .arg(target.store_field.as_deref().unwrap_or(""));
-        let second = self.round_majority(&inv, claim.timing.node_timeout).await;
+        let second = self.round_majority(inv, claim.timing.node_timeout).await;
         (second.granted() >= self.majority() && Instant::now() < deadline).then_some(token)
     }
 
@@ -410,7 +430,7 @@ impl Quorum {
         let t1 = Instant::now();
         let deadline = t1 + timing.ttl - timing.drift;
         let inv = spec.extend_call(token, timing.ttl_ms(), extra);
-        let round = self.round_majority(&inv, timing.node_timeout).await;
+        let round = self.round_majority(inv, timing.node_timeout).await;
         if round.granted() >= self.majority() && Instant::now() < deadline {
             return Ok(deadline);
         }
@@ -427,12 +447,39 @@ pub(crate) fn fence_ttl_ms(timing: Timing) -> u64 {
     (FENCE_TTL.max(timing.ttl * 2)).as_millis() as u64
 }
 
+/// A node's request task, yielding the node's index with its reply.
+pub(crate) struct NodeTask {
+    node: usize,
+    task: tokio::task::JoinHandle<Reply>,
+}
+
+impl std::future::Future for NodeTask {
+    type Output = (usize, Reply);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let node = self.node;
+        std::pin::Pin::new(&mut self.task).poll(cx).map(|joined| {
+            let reply = joined.unwrap_or_else(|e| {
+                Reply::Failed(Failure {
+                    message: format!("request task failed: {e}"),
+                    transient: true,
+                    mismatch: None,
+                })
+            });
+            (node, reply)
+        })
+    }
+}
+
 /// Runs the undo (release) script of a claim unless disarmed. Dropped while
 /// armed (the caller's future was cancelled), it spawns the undo on every
 /// node, so no phantom holder is left until the TTL.
 struct Undo {
     quorum: Quorum,
-    call: Option<ScriptInvocation<'static>>,
+    call: Option<Call>,
     timeout: Duration,
 }
 
@@ -482,11 +529,11 @@ impl Drop for Undo {
 
 fn spawn_round(
     quorum: Quorum,
-    call: ScriptInvocation<'static>,
+    call: Call,
     nodes: Vec<usize>,
     timeout: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        quorum.round(&call, &nodes, timeout, usize::MAX).await;
+        quorum.round(call, &nodes, timeout, usize::MAX).await;
     })
 }

@@ -155,7 +155,7 @@ impl ReentrantLock {
         let (keys, timing) = self.keys()?;
         let mut inv = invocation(&scripts::REENTRANT_HOLDS, &keys[..1]);
         inv.arg(&self.owner);
-        let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
         match round.agreed(|p| p.int(0)) {
             Some((holds, _)) => Ok(holds.unwrap_or(0).max(0) as u32),
             None => Err(round.shortfall(&self.quorum, &self.name)),

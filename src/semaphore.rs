@@ -212,7 +212,7 @@ impl Semaphore {
         let (keys, timing) = self.keys()?;
         let mut inv = invocation(&scripts::SEMAPHORE_AVAILABLE, &keys[..2]);
         inv.arg(self.permits);
-        let round = self.quorum.round_majority(&inv, timing.node_timeout).await;
+        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
         let mut free: Vec<i64> = round.yes().filter_map(|(_, p)| p.int(0)).collect();
         if free.len() < self.quorum.majority() {
             return Err(round.shortfall(&self.quorum, &self.name));

@@ -6,6 +6,11 @@
 //! hint to try again now; a waiter also sleeps no longer than the holder's
 //! lease has left, nor than a jittered backoff, so a lost message costs a
 //! little latency and nothing else.
+//!
+//! A released lease frees room for one waiter, so its message wakes one
+//! (in arrival order), and the copies of the same message from other nodes
+//! are dropped; waking them all would have every waiter of the process race
+//! for one lock. Latch and barrier messages (`*`) wake everyone.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -99,6 +104,8 @@ struct Registry {
 struct Channel {
     notify: Arc<Notify>,
     watchers: usize,
+    /// The last wake-one message, to drop its copies from other nodes.
+    last: Option<Vec<u8>>,
 }
 
 struct Subscriber {
@@ -146,6 +153,7 @@ impl Notifier {
                 .or_insert_with(|| Channel {
                     notify: Arc::new(Notify::new()),
                     watchers: 0,
+                    last: None,
                 });
             entry.watchers += 1;
             (entry.notify.clone(), entry.watchers == 1)
@@ -190,9 +198,16 @@ impl Drop for Watch<'_> {
 }
 
 impl Registry {
-    fn wake(&self, channel: &str) {
-        if let Some(c) = self.channels.lock().unwrap().get(channel) {
+    fn wake(&self, channel: &str, message: &[u8]) {
+        let mut channels = self.channels.lock().unwrap();
+        let Some(c) = channels.get_mut(channel) else {
+            return;
+        };
+        if message == b"*" {
             c.notify.notify_waiters();
+        } else if c.last.as_deref() != Some(message) {
+            c.last = Some(message.to_vec());
+            c.notify.notify_one();
         }
     }
 
@@ -273,7 +288,7 @@ async fn serve(
     loop {
         tokio::select! {
             message = stream.next() => match message {
-                Some(m) => registry.wake(m.get_channel_name()),
+                Some(m) => registry.wake(m.get_channel_name(), m.get_payload_bytes()),
                 None => return Some(()),
             },
             command = commands.recv() => match command {
