@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::latch::unavailable;
 use crate::lease::owner_token;
+use crate::mutex::Mutex;
 use crate::quorum::{Attempt, Call, Round, invocation};
 use crate::scripts;
 use crate::wait::wait_for;
@@ -177,7 +178,37 @@ impl Barrier {
 
     /// Arrives on a majority (retrying with the same id); returns the
     /// generation the majority put it in.
+    ///
+    /// One node orders arrivals by itself. Several nodes would each order
+    /// racing arrivals their own way and split a generation differently, so
+    /// there arrivals take turns under a lock.
     async fn arrive(
+        &self,
+        keys: &[String; 3],
+        timing: Timing,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        let started = Instant::now();
+        let turn = if self.quorum.node_count() > 1 {
+            let lock = Mutex::new(&self.quorum, format!("{}:turn", self.name));
+            Some(match timeout {
+                Some(t) => lock.lock_timeout(t).await?,
+                None => lock.lock().await?,
+            })
+        } else {
+            None
+        };
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        let generation = self.arrive_in_turn(keys, timing, id, left).await;
+        if let Some(turn) = turn {
+            // Failing to release only delays the next arrival until the TTL.
+            let _ = turn.release().await;
+        }
+        generation
+    }
+
+    async fn arrive_in_turn(
         &self,
         keys: &[String; 3],
         timing: Timing,

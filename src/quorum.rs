@@ -216,6 +216,20 @@ impl Round {
             .find(|(_, nodes)| nodes.len() >= self.need)
     }
 
+    /// True when the yes votes agree on what was granted and, if any node
+    /// reports a token it already issued, a majority reports the same one.
+    fn settled(&self) -> bool {
+        let any_issued = self.yes().any(|(_, p)| p.int(1) == Some(1));
+        self.agreed(|p| p.ints_from(2)).is_some() && (!any_issued || self.issued_token().is_some())
+    }
+
+    /// A token a majority of yes votes report as already issued (one node;
+    /// a reentrant hold).
+    fn issued_token(&self) -> Option<i64> {
+        self.agreed(|p| (p.int(1) == Some(1)).then(|| p.int(0)))
+            .and_then(|(token, _)| token.flatten())
+    }
+
     /// The shortest lease left among the holders that refused us.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         self.no()
@@ -349,11 +363,16 @@ impl Quorum {
         let mut first = self
             .round_majority(claim.acquire.clone(), claim.timing.node_timeout)
             .await;
+        if first.granted() >= self.majority() && !first.settled() {
+            // The votes in hand disagree; the stragglers may settle it.
+            first.finish().await;
+        }
         let agreed = first.agreed(|p| p.ints_from(2));
-        if let Some((held, nodes)) = agreed.filter(|_| Instant::now() < deadline) {
+        let in_time = Instant::now() < deadline;
+        if let Some((held, nodes)) = agreed.as_ref().filter(|_| in_time) {
             let held: Vec<String> = held.iter().map(i64::to_string).collect();
             if let Some(fence) = self.fence(&claim, &first, &held, deadline).await {
-                undo.keep(&first, &nodes);
+                undo.keep(&first, nodes);
                 let mut extra = claim.extra;
                 extra.extend(held);
                 return Ok(Attempt::Done(Grant {
@@ -367,15 +386,18 @@ impl Quorum {
         // follows the acquire, and nodes that refused need none.
         first.finish().await;
         undo.run(first.maybe_applied()).await;
-        let expired = first.granted() >= self.majority();
         if let Some(e) = first.permanent_error(&claim.lease.resource) {
             return Err(e);
         }
-        if !expired && first.definitely_refused() {
+        // Enough yes votes granting different things (semaphore slots) is
+        // contention among holders, as is a majority of refusals.
+        let split = agreed.is_none() && first.granted() >= self.majority();
+        if split || first.definitely_refused() {
             return Ok(Attempt::Busy {
                 retry_after: first.retry_after(),
             });
         }
+        let expired = agreed.is_some() && Instant::now() >= deadline;
         Ok(Attempt::Unavailable(Error::Quorum(
             first.tally(self, expired),
         )))
@@ -390,9 +412,7 @@ impl Quorum {
         held: &[String],
         deadline: Instant,
     ) -> Option<u64> {
-        // A token a majority already issued (one node; a reentrant hold).
-        let issued = first.agreed(|p| (p.int(1) == Some(1)).then(|| p.int(0)));
-        if let Some((Some(Some(token)), _)) = issued {
+        if let Some(token) = first.issued_token() {
             return Some(token.max(0) as u64);
         }
         let top = first.yes().filter_map(|(_, p)| p.int(0)).max()?;
