@@ -3,14 +3,15 @@
 //! A lease knows its owner token, fencing token and local deadline. With
 //! auto-extension a keeper task renews it at about a third of its TTL through
 //! the engine; a definite "not yours" from a quorum, or the deadline passing
-//! without a renewal, marks it lost. The keeper is stopped and awaited before
-//! release, so a renewal can never follow the release.
+//! without a renewal, marks it lost. The keeper is aborted at release; a
+//! renewal it had in flight may still reach a node after the release, where
+//! it finds no key and does nothing: extend scripts never re-create a key.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use redis::ScriptInvocation;
@@ -101,7 +102,6 @@ struct Shared {
     /// What this lease holds beyond its token (see `LeaseSpec`).
     extra: Vec<String>,
     state: watch::Sender<State>,
-    stop: Notify,
 }
 
 impl Shared {
@@ -187,7 +187,6 @@ impl Lease {
             fence: grant.fence,
             extra: grant.extra,
             state,
-            stop: Notify::new(),
         });
         let keeper = auto_extend.then(|| tokio::spawn(keep(shared.clone())));
         Lease {
@@ -255,25 +254,22 @@ impl Lease {
     }
 
     pub(crate) async fn release(mut self) -> Result<()> {
-        self.stop_keeper().await;
+        self.stop_keeper();
         self.live = false;
         let shared = self.shared.clone();
         release(&shared).await
     }
 
-    async fn stop_keeper(&mut self) {
+    fn stop_keeper(&mut self) {
         if let Some(keeper) = self.keeper.take() {
-            self.shared.stop.notify_one();
-            let _ = keeper.await;
+            keeper.abort();
         }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(keeper) = self.keeper.take() {
-            keeper.abort();
-        }
+        self.stop_keeper();
         if !self.live {
             return;
         }
@@ -335,10 +331,7 @@ async fn keep(shared: Arc<Shared>) {
         let period = s.timing.ttl / 3;
         let jitter = period.mul_f64(0.1 * crate::wait::random_unit());
         let at = last_renewal + period - jitter;
-        tokio::select! {
-            () = shared.stop.notified() => return,
-            () = tokio::time::sleep_until(at.into()) => {}
-        }
+        tokio::time::sleep_until(at.into()).await;
         match renew(&shared).await {
             Some(t) => last_renewal = t,
             None => return,
@@ -366,14 +359,7 @@ async fn renew(shared: &Shared) -> Option<Instant> {
                 }
                 tracing::debug!(resource = %shared.spec.resource, error = %e, "renewal failed; retrying");
                 let pause = shared.quorum.config().retry_delay.min(left / 2);
-                tokio::select! {
-                    () = shared.stop.notified() => {
-                        // Keep the stop request for the outer loop.
-                        shared.stop.notify_one();
-                        return Some(started);
-                    }
-                    () = tokio::time::sleep(pause) => {}
-                }
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -451,7 +437,8 @@ macro_rules! lease_methods {
         }
 
         /// Releases on every node and wakes the waiters. The keeper task, if
-        /// any, is stopped first, so no renewal follows the release.
+        /// any, is stopped first; a renewal it had in flight cannot revive
+        /// the released lease.
         ///
         /// # Errors
         ///
