@@ -2,8 +2,7 @@
 -- token (SET NX PX), the layout of the Redlock reference implementations, so
 -- locks taken by other Redlock clients and by quorate exclude each other.
 --
--- Fencing counters are floored at the server clock (ms * 1024), so a node that
--- restarted without persistence still issues larger tokens than before.
+-- Fencing counters are floored at the server clock (see the prelude).
 --
 -- KEYS[1]  lock key
 -- KEYS[2]  fencing counter key
@@ -12,19 +11,19 @@
 -- ARGV[3]  1: issue the fencing token here (one node); 0: only report the
 --          counter (round one of two on several nodes)
 -- ARGV[4]  fencing counter ttl, milliseconds
--- Returns  {1, fence, final} when granted: the new token and 1 (ARGV[3] = 1),
---          or the counter's current value and 0 (ARGV[3] = 0);
---          {0, pttl} when another owner holds the lock, pttl being the
---          milliseconds left on its lease.
+-- Returns  {1, run_id, uptime, fence, final} when granted: the new token and
+--          1 (ARGV[3] = 1), or the counter's current value and 0 (ARGV[3] =
+--          0); {0, run_id, uptime, pttl} when another owner holds the lock,
+--          pttl being the milliseconds left on its lease. run_id and uptime
+--          identify the server's incarnation (see the prelude).
+local run_id, uptime = incarnation()
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {0, redis.call('PTTL', KEYS[1])}
+  return {0, run_id, uptime, redis.call('PTTL', KEYS[1])}
 end
-local now = redis.call('TIME')
-local floor = tonumber(now[1]) * 1024000 + math.floor(tonumber(now[2]) / 1000) * 1024
-local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor)
+local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), fence_floor())
 if ARGV[3] == '1' then
   fence = fence + 1
   redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[4])
-  return {1, fence, 1}
+  return {1, run_id, uptime, fence, 1}
 end
-return {1, fence, 0}
+return {1, run_id, uptime, fence, 0}

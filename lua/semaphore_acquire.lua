@@ -17,12 +17,12 @@
 -- ARGV[5]  first slot to try
 -- ARGV[6]  1: issue the fencing token here (one node); 0: report the counter
 -- ARGV[7]  fencing counter ttl, milliseconds
--- Returns  {1, fence, final, slot...} when granted (see mutex_acquire.lua for
---          fence and final); {0, ms} when fewer than k slots are free, ms
---          being the time until the earliest lease ends;
+-- Returns  {1, run_id, uptime, fence, final, slot...} when granted (see
+--          mutex_acquire.lua); {0, run_id, uptime, ms} when fewer than k
+--          slots are free, ms being the time until the earliest lease ends;
 --          error QUORATE_MISMATCH when the set was made with another L.
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local run_id, uptime = incarnation()
+local ms = server_ms()
 local cap = redis.call('HGET', KEYS[2], 'permits')
 if cap and cap ~= ARGV[3] then
   return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[3])
@@ -37,7 +37,7 @@ local permits = tonumber(ARGV[3])
 local wanted = tonumber(ARGV[4])
 if permits - redis.call('ZCARD', KEYS[1]) < wanted then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, tonumber(first[2]) - ms}
+  return {0, run_id, uptime, tonumber(first[2]) - ms}
 end
 local expiry = ms + tonumber(ARGV[2])
 local got = {}
@@ -61,15 +61,14 @@ local keep = math.max(tonumber(last[2]) - ms, 1)
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], keep)
 
-local floor = tonumber(now[1]) * 1024000 + math.floor(tonumber(now[2]) / 1000) * 1024
-local fence = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), floor)
+local fence = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), fence_floor())
 local final = 0
 if ARGV[6] == '1' then
   fence = fence + 1
   final = 1
   redis.call('SET', KEYS[3], string.format('%d', fence), 'PX', ARGV[7])
 end
-local reply = {1, fence, final}
+local reply = {1, run_id, uptime, fence, final}
 for _, slot in ipairs(got) do
   reply[#reply + 1] = slot
 end

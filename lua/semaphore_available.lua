@@ -8,8 +8,7 @@ local cap = redis.call('HGET', KEYS[2], 'permits')
 if cap and cap ~= ARGV[1] then
   return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[1])
 end
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ms = server_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
 for _, slot in ipairs(expired) do
   redis.call('HDEL', KEYS[2], slot)

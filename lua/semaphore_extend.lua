@@ -8,8 +8,7 @@
 -- ARGV[2]  new ttl, milliseconds
 -- ARGV[3..] the lease's slots
 -- Returns  {1} when extended; {0} when any slot is no longer held.
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ms = server_ms()
 for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[1] or not score or tonumber(score) <= ms then

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -46,6 +47,9 @@ struct Shared {
     addrs: Vec<String>,
     config: Config,
     notifier: Notifier,
+    /// The longest lease TTL asked for through this quorum, in ms: a
+    /// restarted node stays out of the vote at least that long.
+    longest_ttl_ms: AtomicU64,
 }
 
 impl Quorum {
@@ -102,6 +106,22 @@ impl Quorum {
 
     pub(crate) fn notifier(&self) -> &Notifier {
         &self.shared.notifier
+    }
+
+    /// Notes a lease TTL in use, for the restart quarantine.
+    pub(crate) fn saw_ttl(&self, ttl: Duration) {
+        let ms = ttl.as_millis() as u64;
+        self.shared.longest_ttl_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long a restarted node's votes do not count: the longest lease TTL
+    /// in use plus the drift allowance, or `None` when switched off.
+    pub(crate) fn quarantine(&self) -> Option<Duration> {
+        let config = &self.shared.config;
+        config.restart_quarantine.then(|| {
+            let ttl = Duration::from_millis(self.shared.longest_ttl_ms.load(Ordering::Relaxed));
+            ttl + ttl.mul_f64(config.drift_factor) + Duration::from_millis(2)
+        })
     }
 }
 
@@ -185,6 +205,14 @@ impl QuorumBuilder {
         self
     }
 
+    /// Keeps a node that restarted out of the vote for the longest lease TTL
+    /// in use (see [`Config::restart_quarantine`]). Defaults to on; turn it
+    /// off only when every node persists every write.
+    pub fn restart_quarantine(mut self, on: bool) -> Self {
+        self.config.restart_quarantine = on;
+        self
+    }
+
     /// Prefix for every key. Defaults to none.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.key_prefix = prefix.into();
@@ -214,6 +242,7 @@ impl QuorumBuilder {
             shared: Arc::new(Shared {
                 nodes,
                 addrs,
+                longest_ttl_ms: AtomicU64::new(self.config.ttl.as_millis() as u64),
                 config: self.config,
                 notifier,
             }),

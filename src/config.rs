@@ -44,6 +44,15 @@ pub struct Config {
     pub allow_even_nodes: bool,
     /// Prepended to every resource name. Default: empty.
     pub key_prefix: String,
+    /// Restart safety, the Redlock specification's "delayed restarts". A node
+    /// that restarts without persistence forgets the leases it granted, and
+    /// could grant them again. When a node's votes come from a server process
+    /// (`run_id`) other than the one seen before, they do not count until the
+    /// longest lease TTL in use (plus drift) has passed since it started;
+    /// writes and releases still reach it. The first process seen is
+    /// trusted. Turn it off only if every node persists every write
+    /// (`appendfsync always`). Default: true.
+    pub restart_quarantine: bool,
 }
 
 impl Config {
@@ -145,6 +154,7 @@ impl Default for Config {
             max_ttl: Duration::from_secs(24 * 60 * 60),
             allow_even_nodes: false,
             key_prefix: String::new(),
+            restart_quarantine: true,
         }
     }
 }

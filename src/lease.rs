@@ -19,7 +19,7 @@ use redis::ScriptInvocation;
 use crate::client::Quorum;
 use crate::config::Timing;
 use crate::error::{Error, Result};
-use crate::quorum::{Attempt, Claim, FenceTarget, Grant, LeaseSpec};
+use crate::quorum::{Attempt, Call, Claim, FenceTarget, Grant, LeaseSpec};
 use crate::wait::wait_for;
 
 /// How a primitive acquires its leases: everything but the acquire script's
@@ -65,7 +65,7 @@ impl<F: Fn() -> Request> Acquirer<F> {
         let request = (self.build)();
         let token = request.token.clone();
         let claim = Claim {
-            acquire: request.acquire.into(),
+            acquire: Call::stamped(request.acquire),
             lease: self.spec.clone(),
             token: request.token,
             extra: request.extra,
@@ -99,6 +99,7 @@ struct Shared {
     spec: Arc<LeaseSpec>,
     token: String,
     fence: u64,
+    granted: Instant,
     /// What this lease holds beyond its token (see `LeaseSpec`).
     extra: Vec<String>,
     state: watch::Sender<State>,
@@ -185,6 +186,7 @@ impl Lease {
             spec,
             token,
             fence: grant.fence,
+            granted: grant.granted,
             extra: grant.extra,
             state,
         });
@@ -224,6 +226,10 @@ impl Lease {
 
     pub(crate) fn deadline(&self) -> Instant {
         self.shared.snapshot().deadline
+    }
+
+    pub(crate) fn acquired_at(&self) -> Instant {
+        self.shared.granted
     }
 
     pub(crate) async fn extend(&self, ttl: Duration) -> Result<()> {
@@ -395,6 +401,11 @@ macro_rules! lease_methods {
         /// The local instant the lease ends unless extended.
         pub fn deadline(&self) -> std::time::Instant {
             self.lease.deadline()
+        }
+
+        /// The local instant the lease was granted: when the votes were in.
+        pub fn acquired_at(&self) -> std::time::Instant {
+            self.lease.acquired_at()
         }
 
         /// True while the lease is held: not lost, and before its deadline.

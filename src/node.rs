@@ -1,13 +1,14 @@
 //! One Redis deployment: a connection manager, per-request timeouts and the
 //! identity checks made at connect time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, InfoDict, Role, ScriptInvocation, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::quorum::Call;
 
 /// One node's answer to one script.
 ///
@@ -21,6 +22,9 @@ pub(crate) enum Reply {
     No(Payload),
     /// No usable answer.
     Failed(Failure),
+    /// The node restarted recently and may have forgotten leases: its vote
+    /// does not count yet (the script did run).
+    Quarantined,
 }
 
 /// The elements of a script reply after its status.
@@ -78,6 +82,15 @@ pub(crate) struct Node {
     pub(crate) addr: String,
     pub(crate) client: Client,
     conn: ConnectionManager,
+    incarnation: std::sync::Mutex<Incarnation>,
+}
+
+/// The server process a node's votes come from.
+#[derive(Debug, Default)]
+struct Incarnation {
+    run_id: Option<String>,
+    /// Votes count again from this instant (a restart was seen).
+    counts_from: Option<Instant>,
 }
 
 impl std::fmt::Debug for Node {
@@ -108,7 +121,12 @@ impl Node {
         let conn = client
             .get_connection_manager_lazy(manager)
             .map_err(|e| Error::config("nodes", format!("{addr}: {e}")))?;
-        Ok(Node { addr, client, conn })
+        Ok(Node {
+            addr,
+            client,
+            conn,
+            incarnation: Default::default(),
+        })
     }
 
     /// Asks the node who it is and refuses replicas.
@@ -128,40 +146,78 @@ impl Node {
             ));
         }
         let run_id = info.get::<String>("run_id").unwrap_or_default();
+        self.incarnation.lock().unwrap().run_id = Some(run_id.clone());
         Ok(Identity { run_id })
     }
 
     /// Runs a script with a deadline. Never fails as a whole: a timeout or
-    /// an error is this node's vote.
-    pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>, timeout: Duration) -> Reply {
-        match tokio::time::timeout(timeout, self.invoke_reloading(inv)).await {
-            Err(_) => Reply::Failed(Failure {
-                message: format!("no answer within {timeout:?}"),
-                transient: true,
-                mismatch: None,
-            }),
-            Ok(Err(e)) => Reply::Failed(Failure {
-                transient: e.is_timeout()
-                    || e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.kind() == NO_SCRIPT,
-                mismatch: (e.code() == Some(MISMATCH)).then(|| e.detail().unwrap_or("").to_owned()),
-                message: e.to_string(),
-            }),
-            Ok(Ok(mut reply)) => {
-                let status = reply.first().cloned();
-                let payload = Payload(reply.split_off(1.min(reply.len())));
-                match status {
-                    Some(Value::Int(1)) => Reply::Yes(payload),
-                    Some(_) => Reply::No(payload),
-                    None => Reply::Failed(Failure {
-                        message: "empty script reply".into(),
-                        transient: false,
+    /// an error is this node's vote. A stamped reply from a node that
+    /// restarted less than `quarantine` ago is [`Reply::Quarantined`].
+    pub(crate) async fn invoke(
+        &self,
+        call: &Call,
+        timeout: Duration,
+        quarantine: Option<Duration>,
+    ) -> Reply {
+        let reply =
+            match tokio::time::timeout(timeout, self.invoke_reloading(call.invocation())).await {
+                Err(_) => {
+                    return Reply::Failed(Failure {
+                        message: format!("no answer within {timeout:?}"),
+                        transient: true,
                         mismatch: None,
-                    }),
+                    });
                 }
+                Ok(Err(e)) => return Reply::Failed(failure(e)),
+                Ok(Ok(reply)) => reply,
+            };
+        let mut values = reply.into_iter();
+        let Some(status) = values.next() else {
+            return Reply::Failed(Failure {
+                message: "empty script reply".into(),
+                transient: false,
+                mismatch: None,
+            });
+        };
+        if call.is_stamped() {
+            let run_id = values
+                .next()
+                .and_then(|v| redis::from_redis_value::<String>(v).ok());
+            let uptime = values
+                .next()
+                .and_then(|v| redis::from_redis_value::<u64>(v).ok());
+            if !self.admits(run_id.unwrap_or_default(), uptime.unwrap_or(0), quarantine) {
+                return Reply::Quarantined;
             }
         }
+        let payload = Payload(values.collect());
+        match status {
+            Value::Int(1) => Reply::Yes(payload),
+            _ => Reply::No(payload),
+        }
+    }
+
+    /// Whether a vote from server `run_id`, up for `uptime` seconds, counts.
+    ///
+    /// A run_id other than the one seen before means the node restarted and
+    /// may have forgotten leases it granted (without persistence): its votes
+    /// do not count until `quarantine` has passed since it started, the
+    /// Redlock specification's delayed restart. The first run_id seen is
+    /// trusted.
+    fn admits(&self, run_id: String, uptime: u64, quarantine: Option<Duration>) -> bool {
+        let now = Instant::now();
+        let mut incarnation = self.incarnation.lock().unwrap();
+        let restarted = incarnation
+            .run_id
+            .as_ref()
+            .is_some_and(|known| *known != run_id);
+        if restarted && let Some(period) = quarantine {
+            let started = now.checked_sub(Duration::from_secs(uptime)).unwrap_or(now);
+            incarnation.counts_from = Some(started + period);
+            tracing::warn!(node = %self.addr, ?period, "node restarted; its votes do not count for a while");
+        }
+        incarnation.run_id = Some(run_id);
+        incarnation.counts_from.is_none_or(|t| now >= t)
     }
 
     /// EVALSHA, loading the script on NOSCRIPT. Loading and the retried
@@ -183,6 +239,17 @@ impl Node {
             node: self.addr.clone(),
             source,
         }
+    }
+}
+
+fn failure(e: redis::RedisError) -> Failure {
+    Failure {
+        transient: e.is_timeout()
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.kind() == NO_SCRIPT,
+        mismatch: (e.code() == Some(MISMATCH)).then(|| e.detail().unwrap_or("").to_owned()),
+        message: e.to_string(),
     }
 }
 

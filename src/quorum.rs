@@ -39,7 +39,45 @@ use crate::scripts;
 const FENCE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// A script invocation shared by the per-node tasks of a round.
-pub(crate) type Call = Arc<ScriptInvocation<'static>>;
+#[derive(Clone)]
+pub(crate) struct Call {
+    inv: Arc<ScriptInvocation<'static>>,
+    /// The script stamps its reply with the server's incarnation (grant
+    /// votes; see `lua/prelude.lua`).
+    stamped: bool,
+}
+
+impl Call {
+    pub(crate) fn new(inv: ScriptInvocation<'static>) -> Call {
+        Call {
+            inv: Arc::new(inv),
+            stamped: false,
+        }
+    }
+
+    /// A call whose replies start with the server's run_id and uptime, so a
+    /// vote from a node that restarted is caught.
+    pub(crate) fn stamped(inv: ScriptInvocation<'static>) -> Call {
+        Call {
+            inv: Arc::new(inv),
+            stamped: true,
+        }
+    }
+
+    pub(crate) fn invocation(&self) -> &ScriptInvocation<'static> {
+        &self.inv
+    }
+
+    pub(crate) fn is_stamped(&self) -> bool {
+        self.stamped
+    }
+}
+
+impl From<ScriptInvocation<'static>> for Call {
+    fn from(inv: ScriptInvocation<'static>) -> Call {
+        Call::new(inv)
+    }
+}
 
 /// The scripts and keys of one kind of lease.
 ///
@@ -61,13 +99,13 @@ impl LeaseSpec {
     pub(crate) fn extend_call(&self, token: &str, ttl_ms: u64, extra: &[String]) -> Call {
         let mut inv = invocation(self.extend, &self.keys);
         inv.arg(token).arg(ttl_ms).arg(extra);
-        Arc::new(inv)
+        Call::new(inv)
     }
 
     pub(crate) fn release_call(&self, token: &str, extra: &[String]) -> Call {
         let mut inv = invocation(self.release, &self.keys);
         inv.arg(token).arg(&self.channel).arg(extra);
-        Arc::new(inv)
+        Call::new(inv)
     }
 }
 
@@ -114,6 +152,8 @@ pub(crate) struct FenceTarget {
 /// A successful acquisition.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
+    /// When the votes were in and the lease was decided.
+    pub(crate) granted: Instant,
     pub(crate) deadline: Instant,
     pub(crate) fence: u64,
     /// The claim's extra arguments, then what the majority agreed on.
@@ -277,6 +317,7 @@ impl Round {
                     Some(Reply::Yes(_)) => Vote::Granted,
                     Some(Reply::No(_)) => Vote::Refused,
                     Some(Reply::Failed(f)) => Vote::Failed(f.message.clone()),
+                    Some(Reply::Quarantined) => Vote::Quarantined,
                     None => Vote::Uncounted,
                 },
             })
@@ -335,7 +376,10 @@ impl Quorum {
     fn spawn_call(&self, node: usize, call: &Call, timeout: Duration) -> NodeTask {
         let quorum = self.clone();
         let call = call.clone();
-        let task = tokio::spawn(async move { quorum.node(node).invoke(&call, timeout).await });
+        let task = tokio::spawn(async move {
+            let quarantine = quorum.quarantine();
+            quorum.node(node).invoke(&call, timeout, quarantine).await
+        });
         NodeTask { node, task }
     }
 
@@ -357,6 +401,7 @@ impl Quorum {
     /// One acquisition attempt: round one, fencing round two on several
     /// nodes, and the undo when either falls short.
     pub(crate) async fn claim(&self, claim: Claim) -> Result<Attempt<Grant>> {
+        self.saw_ttl(claim.timing.ttl);
         let t1 = Instant::now();
         let deadline = t1 + claim.timing.ttl - claim.timing.drift;
         let mut undo = Undo::armed(self, &claim);
@@ -376,6 +421,7 @@ impl Quorum {
                 let mut extra = claim.extra;
                 extra.extend(held);
                 return Ok(Attempt::Done(Grant {
+                    granted: Instant::now(),
                     deadline,
                     fence,
                     extra,
@@ -447,6 +493,7 @@ impl Quorum {
         extra: &[String],
         timing: Timing,
     ) -> Result<Instant> {
+        self.saw_ttl(timing.ttl);
         let t1 = Instant::now();
         let deadline = t1 + timing.ttl - timing.drift;
         let inv = spec.extend_call(token, timing.ttl_ms(), extra);

@@ -1,7 +1,9 @@
 //! The Lua scripts, one per file in `lua/`, each hashed once.
 //!
+//! Every script is loaded with `lua/prelude.lua` in front: the helpers all
+//! scripts share (server time, the fencing floor, the server's incarnation).
 //! [`redis::Script`] sends EVALSHA and, on NOSCRIPT (after `SCRIPT FLUSH` or a
-//! restart), loads the script on that connection and retries once.
+//! restart), loads the script on that connection and retries.
 
 use std::sync::LazyLock;
 
@@ -9,8 +11,12 @@ use redis::Script;
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
-        pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
+        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../lua/prelude.lua"),
+                include_str!(concat!("../lua/", $file))
+            ))
+        });
     };
 }
 

@@ -148,9 +148,14 @@ async fn fencing_tokens_strictly_increase() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_tokens_stay_monotonic_while_nodes_come_and_go() {
     let mut servers = ServerGroup::start(3).unwrap();
-    let q = common::builder(&servers).build().await.unwrap();
-    // A short TTL keeps the per-node timeout (ttl / 20) short, which is what
-    // a release waits for on a dead node.
+    // A restarted node sits out one lease TTL (restart quarantine), and the
+    // per-node timeout (ttl / 20) is what a release waits for on a dead node:
+    // a short TTL keeps both short.
+    let q = common::builder(&servers)
+        .ttl(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
     let mutex = Mutex::new(&q, "churn").with_ttl(Duration::from_millis(500));
     let mut last = 0;
     for cycle in 0..300 {

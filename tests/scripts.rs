@@ -79,7 +79,7 @@ async fn script_flush_while_tasks_contend_is_invisible() {
                 for _ in 0..20 {
                     let guard = mutex.lock().await.unwrap();
                     let v = counter.load(Ordering::SeqCst);
-                    guard.extend(Duration::from_secs(10)).await.unwrap();
+                    guard.extend(Duration::from_millis(800)).await.unwrap();
                     counter.store(v + 1, Ordering::SeqCst);
                     guard.release().await.unwrap();
                 }
@@ -125,7 +125,14 @@ async fn first_lock_after_a_flush_lands_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_is_invisible_on_three_nodes() {
-    let (mut servers, q) = common::cluster(3).await;
+    let mut servers = ServerGroup::start(3).unwrap();
+    // A restarted node sits out the longest lease TTL in use (restart
+    // quarantine); short TTLs keep the rotation through the nodes quick.
+    let q = common::builder(&servers)
+        .ttl(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
     let mutex = Mutex::new(&q, "restarted");
     for victim in 0..3 {
         common::blocking(|| servers[victim].restart().unwrap());
@@ -134,7 +141,7 @@ async fn node_restart_is_invisible_on_three_nodes() {
         for _ in 0..10 {
             let guard = mutex.lock().await.unwrap();
             assert!(mutex.try_lock().await.unwrap().is_none());
-            guard.extend(Duration::from_secs(10)).await.unwrap();
+            guard.extend(Duration::from_millis(800)).await.unwrap();
             guard.release().await.unwrap();
         }
     }
@@ -142,14 +149,21 @@ async fn node_restart_is_invisible_on_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_held_across_a_node_restart_stays_extendable() {
-    let (mut servers, q) = common::cluster(3).await;
+    let mut servers = ServerGroup::start(3).unwrap();
+    // A restarted node sits out the longest lease TTL in use (restart
+    // quarantine); short TTLs keep the rotation through the nodes quick.
+    let q = common::builder(&servers)
+        .ttl(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
     let mutex = Mutex::new(&q, "across");
     for victim in 0..3 {
         let guard = mutex.lock().await.unwrap();
         // Taken on all three nodes, the lease keeps a majority when one
         // comes back empty.
         common::blocking(|| servers[victim].restart().unwrap());
-        guard.extend(Duration::from_secs(10)).await.unwrap();
+        guard.extend(Duration::from_millis(800)).await.unwrap();
         assert!(guard.is_valid());
         guard.release().await.unwrap();
     }
@@ -157,12 +171,20 @@ async fn lease_held_across_a_node_restart_stays_extendable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_between_locks_is_invisible_on_one_node() {
-    let (mut servers, q) = common::cluster(1).await;
+    let mut servers = ServerGroup::start(1).unwrap();
+    // A restarted node sits out one lease TTL (restart quarantine); a short
+    // TTL keeps that short.
+    let q = common::builder(&servers)
+        .ttl(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
     let mutex = Mutex::new(&q, "restarted");
     for _ in 0..3 {
         mutex.lock().await.unwrap().release().await.unwrap();
         common::blocking(|| servers[0].restart().unwrap());
-        // A waiting lock rides out the broken connection and missing scripts.
+        // A waiting lock rides out the broken connection, the missing
+        // scripts and the quarantine.
         let guard = mutex.lock_timeout(Duration::from_secs(2)).await.unwrap();
         guard.release().await.unwrap();
     }
