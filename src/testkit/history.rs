@@ -1,0 +1,500 @@
+//! A history checker: record what the primitives did, then check safety.
+//!
+//! Torture runs and fault scenarios record every grant, extension, release,
+//! count-down, observation, arrival and barrier outcome in a [`History`],
+//! then call [`History::check`] with a [`Spec`] naming each resource and
+//! what it is. Each check is a pure function over the recorded events:
+//!
+//! - **mutex**: the windows of two leases never overlap.
+//! - **reentrant**: the windows of two different owners never overlap.
+//! - **semaphore**: the permits of the leases valid at one instant never
+//!   sum to more than the limit.
+//! - **fencing**: a later lease never carries a smaller or equal token
+//!   (reentrant: the holds of one holding share their token; a semaphore of
+//!   several permits: only against leases granted before the acquire was
+//!   invoked, see [`History::acquire_invoked`]).
+//! - **latch**: it opens only after `count` distinct count-downs were
+//!   invoked, and once seen open is never seen closed again.
+//! - **barrier**: each generation releases exactly `parties` waiters, with
+//!   one leader, none before the last of them arrived; a broken wait is
+//!   never also released.
+//!
+//! # Times come from the library
+//!
+//! All times are [`Instant`]s of the one monotonic clock, and a lease's
+//! window is what the library said, not when a worker got round to logging:
+//! record `granted` right after the acquire returned and the guard's own
+//! [`deadline()`](crate::MutexGuard::deadline). A worker paused before it
+//! logs then cannot fake an overlap (its deadline does not move) nor hide
+//! one (the deadline says how long the library let it act). The window of a
+//! lease is `[granted, min(latest deadline, release))`, half-open like
+//! [`is_valid`](crate::MutexGuard::is_valid).
+//!
+//! Two habits keep the record honest:
+//!
+//! - The keeper task of an auto-extended lease renews it unseen: record
+//!   [`extended`](History::extended) with `guard.deadline()` before
+//!   releasing, or the window looks shorter than it was.
+//! - Record [`released`](History::released) with the instant *before*
+//!   calling `release()`: the holder stops acting there.
+//!
+//! For the same reason observations take the instant that makes a check
+//! sound: an *open* latch observation the instant the call returned, a
+//! *closed* one the instant it was invoked (see
+//! [`latch_observed`](History::latch_observed)).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+mod barrier;
+mod latch;
+mod leases;
+#[cfg(test)]
+mod tests;
+mod timeline;
+
+/// A thread-safe record of what the primitives did, cheap to clone: clones
+/// share one record. Use one per run, from every task. Printed with `{}`,
+/// it is a timeline of every event, for a failing test to show.
+#[derive(Clone, Default)]
+pub struct History {
+    log: Arc<Mutex<Log>>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    events: Vec<Event>,
+    /// Leases recorded so far: the next [`LeaseId`].
+    leases: usize,
+}
+
+/// Identifies a lease recorded in a [`History`], to record its extensions
+/// and release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseId(usize);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What kind of guard a lease came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseKind {
+    /// A [`MutexGuard`](crate::MutexGuard).
+    Mutex,
+    /// A [`SemaphorePermit`](crate::SemaphorePermit), of one or more permits.
+    Semaphore,
+    /// A [`ReentrantGuard`](crate::ReentrantGuard): one hold of an owner.
+    Reentrant,
+}
+
+/// One recorded call. Private: checks read it, tests see [`Violation`]s.
+#[derive(Debug, Clone)]
+enum Event {
+    Lease(LeaseRecord),
+    Invoked {
+        id: LeaseId,
+        at: Instant,
+    },
+    Extended {
+        id: LeaseId,
+        deadline: Instant,
+    },
+    Released {
+        id: LeaseId,
+        at: Instant,
+    },
+    Failed {
+        resource: String,
+        op: String,
+        error: String,
+        at: Instant,
+    },
+    CountDown {
+        resource: String,
+        id: String,
+        invoked: Instant,
+        ok: bool,
+    },
+    LatchObserved {
+        resource: String,
+        open: bool,
+        at: Instant,
+    },
+    Arrived {
+        resource: String,
+        party: String,
+        invoked: Instant,
+    },
+    BarrierReleased {
+        resource: String,
+        party: String,
+        generation: u64,
+        leader: bool,
+        at: Instant,
+    },
+    BarrierBroken {
+        resource: String,
+        party: String,
+        at: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct LeaseRecord {
+    id: LeaseId,
+    kind: LeaseKind,
+    resource: String,
+    holder: String,
+    token: u64,
+    permits: u32,
+    granted: Instant,
+    deadline: Instant,
+}
+
+impl Event {
+    /// The earliest instant the event mentions, for the report's time base.
+    fn earliest(&self) -> Instant {
+        match self {
+            Event::Lease(l) => l.granted.min(l.deadline),
+            Event::Extended { deadline, .. } => *deadline,
+            Event::Invoked { at, .. }
+            | Event::Released { at, .. }
+            | Event::Failed { at, .. }
+            | Event::LatchObserved { at, .. }
+            | Event::BarrierReleased { at, .. }
+            | Event::BarrierBroken { at, .. } => *at,
+            Event::CountDown { invoked, .. } | Event::Arrived { invoked, .. } => *invoked,
+        }
+    }
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Records a lease at its grant: `token` is the guard's fencing token,
+    /// `permits` how many it holds (1 for a mutex or a reentrant hold),
+    /// `granted` the instant the acquire returned and `deadline` the
+    /// guard's [`deadline()`](crate::MutexGuard::deadline). `holder` names
+    /// the holder; for a reentrant lock it must be the owner id, since holds
+    /// of one owner may overlap.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one flat call per grant keeps worker code short"
+    )]
+    pub fn lease(
+        &self,
+        kind: LeaseKind,
+        resource: &str,
+        holder: &str,
+        token: u64,
+        permits: u32,
+        granted: Instant,
+        deadline: Instant,
+    ) -> LeaseId {
+        let mut log = self.lock();
+        let id = LeaseId(log.leases);
+        log.leases += 1;
+        log.events.push(Event::Lease(LeaseRecord {
+            id,
+            kind,
+            resource: resource.to_owned(),
+            holder: holder.to_owned(),
+            token,
+            permits,
+            granted,
+            deadline,
+        }));
+        id
+    }
+
+    /// Records when the acquire call that produced lease `id` was invoked.
+    /// Optional; a semaphore of several permits needs it to check fencing,
+    /// since concurrent acquisitions may get their tokens in either order.
+    pub fn acquire_invoked(&self, id: LeaseId, at: Instant) {
+        self.push(Event::Invoked { id, at });
+    }
+
+    /// Records a successful extension: the lease is valid until `deadline`
+    /// (the guard's [`deadline()`](crate::MutexGuard::deadline) after it).
+    /// The window ends at the latest deadline recorded, as the library
+    /// keeps the later deadline when renewals overlap.
+    pub fn extended(&self, id: LeaseId, deadline: Instant) {
+        self.push(Event::Extended { id, deadline });
+    }
+
+    /// Records that release was invoked at `at`: the window ends at the
+    /// earlier of `at` and the deadline.
+    pub fn released(&self, id: LeaseId, at: Instant) {
+        self.push(Event::Released { id, at });
+    }
+
+    /// Records a failed operation. Informational: no check reads it, but it
+    /// shows in the history's [`Display`](fmt::Display) timeline.
+    pub fn failed(&self, resource: &str, op: &str, error: String, at: Instant) {
+        self.push(Event::Failed {
+            resource: resource.to_owned(),
+            op: op.to_owned(),
+            error,
+            at,
+        });
+    }
+
+    /// Records a latch count-down under operation `id`, invoked at
+    /// `invoked`; `ok` tells whether it returned `Ok`.
+    pub fn count_down(&self, resource: &str, id: &str, invoked: Instant, ok: bool) {
+        self.push(Event::CountDown {
+            resource: resource.to_owned(),
+            id: id.to_owned(),
+            invoked,
+            ok,
+        });
+    }
+
+    /// Records a latch observation: `open` when a `wait()` returned `Ok` or
+    /// `count()` read 0, closed when `count()` read more.
+    ///
+    /// Pass as `at` the instant the call **returned** for an open
+    /// observation and the instant it was **invoked** for a closed one: a
+    /// read that started before the latch opened may return closed after
+    /// someone saw it open, and that is no violation.
+    pub fn latch_observed(&self, resource: &str, open: bool, at: Instant) {
+        self.push(Event::LatchObserved {
+            resource: resource.to_owned(),
+            open,
+            at,
+        });
+    }
+
+    /// Records that `party` invoked a barrier wait at `invoked`.
+    pub fn arrived(&self, resource: &str, party: &str, invoked: Instant) {
+        self.push(Event::Arrived {
+            resource: resource.to_owned(),
+            party: party.to_owned(),
+            invoked,
+        });
+    }
+
+    /// Records that `party`'s barrier wait returned `Ok` at `at`, for
+    /// `generation`, as leader or not.
+    pub fn barrier_released(
+        &self,
+        resource: &str,
+        party: &str,
+        generation: u64,
+        leader: bool,
+        at: Instant,
+    ) {
+        self.push(Event::BarrierReleased {
+            resource: resource.to_owned(),
+            party: party.to_owned(),
+            generation,
+            leader,
+            at,
+        });
+    }
+
+    /// Records that `party`'s barrier wait returned
+    /// [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) at `at`.
+    pub fn barrier_broken(&self, resource: &str, party: &str, at: Instant) {
+        self.push(Event::BarrierBroken {
+            resource: resource.to_owned(),
+            party: party.to_owned(),
+            at,
+        });
+    }
+
+    /// The number of events recorded (every call above counts one).
+    pub fn len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs every check the spec asks for and returns what failed; empty
+    /// when the history is safe. Resources the spec does not name are not
+    /// checked. References to leases this history never granted, and leases
+    /// of another kind than the spec gives their resource, are reported
+    /// under the check `"history"`.
+    pub fn check(&self, spec: &Spec) -> Vec<Violation> {
+        // A snapshot, so that recording goes on while the checks run.
+        let events = self.lock().events.clone();
+        check_events(&events, spec)
+    }
+
+    fn push(&self, event: Event) {
+        self.lock().events.push(event);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        // A recorder that panicked mid-push left no half-written event.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for History {
+    /// Only the size: a run records thousands of events. Print the history
+    /// with `{}` for its timeline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("History").field("len", &self.len()).finish()
+    }
+}
+
+/// What to check, per resource. Built in steps:
+///
+/// ```
+/// use quorate::testkit::Spec;
+///
+/// let spec = Spec::new().mutex("m").semaphore("s", 3).latch("l", 2).barrier("b", 4);
+/// ```
+///
+/// Naming a resource again replaces what was said about it before.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    resources: BTreeMap<String, Expect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Mutex,
+    Semaphore { limit: u32 },
+    Reentrant,
+    Latch { count: u32 },
+    Barrier { parties: u32 },
+}
+
+impl Expect {
+    /// The lease kind this resource hands out, if any.
+    fn lease_kind(self) -> Option<LeaseKind> {
+        match self {
+            Expect::Mutex => Some(LeaseKind::Mutex),
+            Expect::Semaphore { .. } => Some(LeaseKind::Semaphore),
+            Expect::Reentrant => Some(LeaseKind::Reentrant),
+            Expect::Latch { .. } | Expect::Barrier { .. } => None,
+        }
+    }
+}
+
+impl Spec {
+    /// An empty spec: checks nothing.
+    pub fn new() -> Spec {
+        Spec::default()
+    }
+
+    /// `resource` is a mutex: mutual exclusion and fencing.
+    #[must_use]
+    pub fn mutex(self, resource: &str) -> Spec {
+        self.with(resource, Expect::Mutex)
+    }
+
+    /// `resource` is a semaphore of `limit` permits: capacity and fencing.
+    #[must_use]
+    pub fn semaphore(self, resource: &str, limit: u32) -> Spec {
+        self.with(resource, Expect::Semaphore { limit })
+    }
+
+    /// `resource` is a reentrant lock: exclusion between owners and fencing.
+    #[must_use]
+    pub fn reentrant(self, resource: &str) -> Spec {
+        self.with(resource, Expect::Reentrant)
+    }
+
+    /// `resource` is a latch opening after `count` distinct count-downs.
+    #[must_use]
+    pub fn latch(self, resource: &str, count: u32) -> Spec {
+        self.with(resource, Expect::Latch { count })
+    }
+
+    /// `resource` is a barrier of `parties` parties.
+    #[must_use]
+    pub fn barrier(self, resource: &str, parties: u32) -> Spec {
+        self.with(resource, Expect::Barrier { parties })
+    }
+
+    fn with(mut self, resource: &str, expect: Expect) -> Spec {
+        self.resources.insert(resource.to_owned(), expect);
+        self
+    }
+}
+
+/// A safety property the history breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which check failed: `"mutex"`, `"reentrant"`, `"semaphore"`,
+    /// `"fencing"`, `"latch"`, `"barrier"`, or `"history"` for a record
+    /// that does not add up (an unknown lease, a lease of the wrong kind).
+    pub check: &'static str,
+    /// The resource concerned; empty when unknown.
+    pub resource: String,
+    /// What happened, with times in milliseconds from the first event.
+    pub detail: String,
+}
+
+impl Violation {
+    fn new(check: &'static str, resource: &str, detail: String) -> Violation {
+        Violation {
+            check,
+            resource: resource.to_owned(),
+            detail,
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}: {}", self.check, self.resource, self.detail)
+    }
+}
+
+/// Times in reports, as milliseconds since the history's first instant:
+/// an [`Instant`] alone prints as nothing readable.
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    base: Instant,
+}
+
+impl Timeline {
+    fn of(events: &[Event]) -> Timeline {
+        let base = events.iter().map(Event::earliest).min();
+        Timeline {
+            base: base.unwrap_or_else(Instant::now),
+        }
+    }
+
+    fn at(self, t: Instant) -> String {
+        format!("t+{}", ms(t.saturating_duration_since(self.base)))
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Every check the spec asks for, over a snapshot of the events.
+fn check_events(events: &[Event], spec: &Spec) -> Vec<Violation> {
+    let time = Timeline::of(events);
+    let (windows, mut out) = leases::windows(events);
+    for (resource, &expect) in &spec.resources {
+        let mine: Vec<&leases::Window<'_>> =
+            windows.iter().filter(|w| w.resource == resource).collect();
+        out.extend(leases::kinds(resource, expect.lease_kind(), &mine));
+        out.extend(match expect {
+            Expect::Mutex => leases::mutex(resource, &mine, time),
+            Expect::Semaphore { limit } => leases::semaphore(resource, limit, &mine, time),
+            Expect::Reentrant => leases::reentrant(resource, &mine, time),
+            Expect::Latch { count } => latch::check(resource, count, events, time),
+            Expect::Barrier { parties } => barrier::check(resource, parties, events, time),
+        });
+    }
+    out
+}

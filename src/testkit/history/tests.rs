@@ -1,0 +1,450 @@
+//! Hand-made histories: for each check one that passes and ones that must
+//! fail.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{History, LeaseId, LeaseKind, Spec, Violation};
+
+/// Instants as milliseconds after one base.
+struct Clock(Instant);
+
+impl Clock {
+    fn new() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+}
+
+impl Clock {
+    /// Records a lease of one permit held over `[from, to)` milliseconds,
+    /// on "m", "s" or "r" by its kind.
+    fn hold(
+        &self,
+        h: &History,
+        kind: LeaseKind,
+        who: &str,
+        token: u64,
+        from: u64,
+        to: u64,
+    ) -> LeaseId {
+        let resource = match kind {
+            LeaseKind::Mutex => "m",
+            LeaseKind::Semaphore => "s",
+            LeaseKind::Reentrant => "r",
+        };
+        h.lease(kind, resource, who, token, 1, self.at(from), self.at(to))
+    }
+}
+
+fn checks(violations: &[Violation]) -> Vec<&'static str> {
+    violations.iter().map(|v| v.check).collect()
+}
+
+// ---- mutex -------------------------------------------------------------
+
+#[test]
+fn mutex_disjoint_windows_pass() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 50, 100);
+    t.hold(&h, LeaseKind::Mutex, "c", 3, 120, 130);
+    assert_eq!(h.check(&Spec::new().mutex("m")), vec![]);
+}
+
+#[test]
+fn mutex_overlap_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 40, 100);
+    let v = h.check(&Spec::new().mutex("m"));
+    assert_eq!(checks(&v), ["mutex"], "{v:?}");
+    assert!(v[0].detail.contains("overlap by 10.0ms"), "{}", v[0]);
+    assert!(v[0].detail.contains("holder a") && v[0].detail.contains("holder b"));
+    assert_eq!(v[0].resource, "m");
+}
+
+#[test]
+fn mutex_release_ends_window_early_passes() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    h.released(a, t.at(30));
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 30, 80);
+    assert_eq!(h.check(&Spec::new().mutex("m")), vec![]);
+}
+
+#[test]
+fn mutex_extension_into_next_window_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 60, 100);
+    assert_eq!(h.check(&Spec::new().mutex("m")), vec![]);
+    h.extended(a, t.at(70));
+    let v = h.check(&Spec::new().mutex("m"));
+    assert_eq!(checks(&v), ["mutex"], "{v:?}");
+    assert!(v[0].detail.contains("overlap by 10.0ms"), "{}", v[0]);
+}
+
+#[test]
+fn mutex_release_after_deadline_does_not_extend() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    h.released(a, t.at(90));
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 50, 100);
+    assert_eq!(h.check(&Spec::new().mutex("m")), vec![]);
+}
+
+// ---- fencing -----------------------------------------------------------
+
+#[test]
+fn fencing_tokens_going_down_fail() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Mutex, "a", 7, 0, 10);
+    t.hold(&h, LeaseKind::Mutex, "b", 5, 20, 30);
+    t.hold(&h, LeaseKind::Mutex, "c", 7, 40, 50);
+    t.hold(&h, LeaseKind::Mutex, "d", 8, 60, 70);
+    let v = h.check(&Spec::new().mutex("m"));
+    // b is below a, and c repeats a's token; d is fine.
+    assert_eq!(checks(&v), ["fencing", "fencing"], "{v:?}");
+    assert!(v[0].detail.contains("holder b") && v[0].detail.contains("higher"));
+    assert!(v[1].detail.contains("holder c") && v[1].detail.contains("repeats"));
+}
+
+#[test]
+fn fencing_orders_a_late_logged_grant_by_its_deadline() {
+    // a's worker was paused before it took `granted`: past its deadline,
+    // and after b's grant. a's grant still came first.
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Mutex, "a", 1, 80, 50);
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 60, 100);
+    assert_eq!(h.check(&Spec::new().mutex("m")), vec![]);
+}
+
+// ---- reentrant ---------------------------------------------------------
+
+#[test]
+fn reentrant_same_owner_overlap_passes() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 4, 0, 50);
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 4, 10, 40);
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 4, 45, 70);
+    t.hold(&h, LeaseKind::Reentrant, "job-2", 5, 70, 90);
+    // The same owner again after a gap may keep its token.
+    t.hold(&h, LeaseKind::Reentrant, "job-2", 5, 95, 99);
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 6, 100, 120);
+    assert_eq!(h.check(&Spec::new().reentrant("r")), vec![]);
+}
+
+#[test]
+fn reentrant_different_owners_overlap_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 4, 0, 50);
+    t.hold(&h, LeaseKind::Reentrant, "job-2", 5, 30, 60);
+    let v = h.check(&Spec::new().reentrant("r"));
+    assert_eq!(checks(&v), ["reentrant"], "{v:?}");
+    assert!(v[0].detail.contains("overlap by 20.0ms"), "{}", v[0]);
+}
+
+#[test]
+fn reentrant_holding_with_two_tokens_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 4, 0, 50);
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 5, 10, 40);
+    let v = h.check(&Spec::new().reentrant("r"));
+    assert_eq!(checks(&v), ["fencing"], "{v:?}");
+    assert!(v[0].detail.contains("different tokens"), "{}", v[0]);
+}
+
+#[test]
+fn reentrant_new_holding_not_above_other_owner_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 4, 0, 50);
+    t.hold(&h, LeaseKind::Reentrant, "job-2", 4, 60, 70);
+    t.hold(&h, LeaseKind::Reentrant, "job-1", 3, 80, 90);
+    let v = h.check(&Spec::new().reentrant("r"));
+    assert_eq!(checks(&v), ["fencing", "fencing"], "{v:?}");
+}
+
+// ---- semaphore ---------------------------------------------------------
+
+#[test]
+fn semaphore_at_limit_passes() {
+    let (h, t) = (History::new(), Clock::new());
+    h.lease(LeaseKind::Semaphore, "s", "a", 1, 2, t.at(0), t.at(50));
+    t.hold(&h, LeaseKind::Semaphore, "b", 2, 10, 60);
+    // Starts as a ends: half-open windows do not overlap.
+    t.hold(&h, LeaseKind::Semaphore, "c", 3, 50, 90);
+    h.lease(LeaseKind::Semaphore, "s", "d", 4, 2, t.at(60), t.at(90));
+    assert_eq!(h.check(&Spec::new().semaphore("s", 3)), vec![]);
+}
+
+#[test]
+fn semaphore_over_limit_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    h.lease(LeaseKind::Semaphore, "s", "a", 1, 2, t.at(0), t.at(50));
+    t.hold(&h, LeaseKind::Semaphore, "b", 2, 10, 60);
+    t.hold(&h, LeaseKind::Semaphore, "c", 3, 40, 90);
+    let v = h.check(&Spec::new().semaphore("s", 3));
+    assert_eq!(checks(&v), ["semaphore"], "{v:?}");
+    assert!(
+        v[0].detail.contains("at t+40.0ms, 4 permits held of 3"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn semaphore_release_frees_permits() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = h.lease(LeaseKind::Semaphore, "s", "a", 1, 2, t.at(0), t.at(50));
+    h.released(a, t.at(20));
+    t.hold(&h, LeaseKind::Semaphore, "b", 2, 10, 60);
+    t.hold(&h, LeaseKind::Semaphore, "c", 3, 40, 90);
+    t.hold(&h, LeaseKind::Semaphore, "d", 4, 45, 90);
+    assert_eq!(h.check(&Spec::new().semaphore("s", 3)), vec![]);
+}
+
+#[test]
+fn semaphore_concurrent_acquisitions_may_invert_tokens() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = t.hold(&h, LeaseKind::Semaphore, "a", 9, 5, 50);
+    h.acquire_invoked(a, t.at(0));
+    // Invoked before a's grant: its token may be lower, or equal.
+    let b = t.hold(&h, LeaseKind::Semaphore, "b", 8, 6, 50);
+    h.acquire_invoked(b, t.at(1));
+    let c = t.hold(&h, LeaseKind::Semaphore, "c", 9, 7, 50);
+    h.acquire_invoked(c, t.at(2));
+    assert_eq!(h.check(&Spec::new().semaphore("s", 3)), vec![]);
+}
+
+#[test]
+fn semaphore_token_below_an_earlier_grant_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = t.hold(&h, LeaseKind::Semaphore, "a", 9, 5, 50);
+    h.acquire_invoked(a, t.at(0));
+    let b = t.hold(&h, LeaseKind::Semaphore, "b", 8, 12, 50);
+    h.acquire_invoked(b, t.at(10));
+    let v = h.check(&Spec::new().semaphore("s", 3));
+    assert_eq!(checks(&v), ["fencing"], "{v:?}");
+}
+
+#[test]
+fn semaphore_of_one_permit_fences_like_a_mutex() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Semaphore, "a", 9, 0, 10);
+    t.hold(&h, LeaseKind::Semaphore, "b", 8, 20, 30);
+    let v = h.check(&Spec::new().semaphore("s", 1));
+    assert_eq!(checks(&v), ["fencing"], "{v:?}");
+}
+
+// ---- history -----------------------------------------------------------
+
+#[test]
+fn foreign_lease_ids_and_wrong_kinds_are_reported() {
+    let (h, other, t) = (History::new(), History::new(), Clock::new());
+    t.hold(&other, LeaseKind::Mutex, "a", 1, 0, 10);
+    let foreign = t.hold(&other, LeaseKind::Mutex, "a", 2, 20, 30);
+    h.lease(LeaseKind::Semaphore, "m", "a", 1, 1, t.at(0), t.at(10));
+    h.released(foreign, t.at(5));
+    let v = h.check(&Spec::new().mutex("m"));
+    assert_eq!(checks(&v), ["history", "history"], "{v:?}");
+}
+
+#[test]
+fn unnamed_resources_are_not_checked() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 40, 100);
+    assert_eq!(h.check(&Spec::new().mutex("other")), vec![]);
+}
+
+// ---- latch -------------------------------------------------------------
+
+#[test]
+fn latch_opening_after_count_passes() {
+    let (h, t) = (History::new(), Clock::new());
+    h.latch_observed("l", false, t.at(0));
+    h.count_down("l", "a", t.at(10), true);
+    h.count_down("l", "b", t.at(20), true);
+    h.latch_observed("l", false, t.at(21));
+    h.count_down("l", "c", t.at(30), true);
+    // A read invoked before the opening may still say closed.
+    h.latch_observed("l", false, t.at(29));
+    h.latch_observed("l", true, t.at(35));
+    h.latch_observed("l", true, t.at(40));
+    assert_eq!(h.check(&Spec::new().latch("l", 3)), vec![]);
+}
+
+#[test]
+fn latch_open_before_count_th_distinct_count_down_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    h.count_down("l", "a", t.at(10), true);
+    h.count_down("l", "b", t.at(20), true);
+    h.latch_observed("l", true, t.at(25));
+    h.count_down("l", "c", t.at(30), true);
+    let v = h.check(&Spec::new().latch("l", 3));
+    assert_eq!(checks(&v), ["latch"], "{v:?}");
+    assert!(v[0].detail.contains("before count-down 3"), "{}", v[0]);
+}
+
+#[test]
+fn latch_duplicated_ids_count_once() {
+    let (h, t) = (History::new(), Clock::new());
+    h.count_down("l", "a", t.at(10), true);
+    h.count_down("l", "a", t.at(15), true);
+    h.count_down("l", "b", t.at(20), true);
+    h.latch_observed("l", true, t.at(25));
+    let v = h.check(&Spec::new().latch("l", 3));
+    assert_eq!(checks(&v), ["latch"], "{v:?}");
+    assert!(v[0].detail.contains("only 2 distinct"), "{}", v[0]);
+    // The third id, retried, counts from its first invoke.
+    h.count_down("l", "c", t.at(22), false);
+    h.count_down("l", "c", t.at(40), true);
+    assert_eq!(h.check(&Spec::new().latch("l", 3)), vec![]);
+}
+
+#[test]
+fn latch_open_then_closed_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    h.latch_observed("l", false, t.at(0));
+    h.count_down("l", "a", t.at(10), true);
+    h.latch_observed("l", true, t.at(20));
+    h.latch_observed("l", false, t.at(30));
+    let v = h.check(&Spec::new().latch("l", 1));
+    assert_eq!(checks(&v), ["latch"], "{v:?}");
+    assert!(v[0].detail.contains("then closed at t+30.0ms"), "{}", v[0]);
+}
+
+// ---- barrier -----------------------------------------------------------
+
+/// Two full generations of parties a, b, c; c leads generation 0 and a
+/// generation 1.
+fn two_generations(h: &History, t: &Clock) {
+    for (i, p) in ["a", "b", "c"].into_iter().enumerate() {
+        h.arrived("b", p, t.at(i as u64 * 10));
+        h.barrier_released("b", p, 0, p == "c", t.at(25 + i as u64));
+        h.arrived("b", p, t.at(40 + i as u64));
+        h.barrier_released("b", p, 1, p == "a", t.at(50));
+    }
+}
+
+#[test]
+fn barrier_full_generations_pass() {
+    let (h, t) = (History::new(), Clock::new());
+    two_generations(&h, &t);
+    // A later wait of a that broke is not the one released before.
+    h.arrived("b", "a", t.at(60));
+    h.barrier_broken("b", "a", t.at(70));
+    assert_eq!(h.check(&Spec::new().barrier("b", 3)), vec![]);
+}
+
+#[test]
+fn barrier_parties_minus_one_releases_fail() {
+    let (h, t) = (History::new(), Clock::new());
+    h.arrived("b", "a", t.at(0));
+    h.arrived("b", "b", t.at(5));
+    h.barrier_released("b", "a", 0, true, t.at(10));
+    h.barrier_released("b", "b", 0, false, t.at(10));
+    let v = h.check(&Spec::new().barrier("b", 3));
+    assert_eq!(checks(&v), ["barrier"], "{v:?}");
+    assert!(
+        v[0].detail.contains("released 2 waiters, not 3"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn barrier_release_before_last_arrival_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    h.arrived("b", "a", t.at(0));
+    h.barrier_released("b", "a", 0, true, t.at(5));
+    h.arrived("b", "b", t.at(10));
+    h.barrier_released("b", "b", 0, false, t.at(12));
+    let v = h.check(&Spec::new().barrier("b", 2));
+    assert_eq!(checks(&v), ["barrier"], "{v:?}");
+    assert!(
+        v[0].detail
+            .contains("a was released at t+5.0ms, before b arrived at t+10.0ms"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn barrier_two_leaders_fail() {
+    let (h, t) = (History::new(), Clock::new());
+    h.arrived("b", "a", t.at(0));
+    h.arrived("b", "b", t.at(1));
+    h.barrier_released("b", "a", 0, true, t.at(5));
+    h.barrier_released("b", "b", 0, true, t.at(5));
+    let v = h.check(&Spec::new().barrier("b", 2));
+    assert_eq!(checks(&v), ["barrier"], "{v:?}");
+    assert!(v[0].detail.contains("2 leaders"), "{}", v[0]);
+}
+
+#[test]
+fn barrier_broken_and_released_in_one_wait_fails() {
+    let (h, t) = (History::new(), Clock::new());
+    two_generations(&h, &t);
+    h.barrier_broken("b", "c", t.at(55));
+    let v = h.check(&Spec::new().barrier("b", 3));
+    assert_eq!(checks(&v), ["barrier"], "{v:?}");
+    assert!(v[0].detail.contains("c's wait broke"), "{}", v[0]);
+}
+
+// ---- recording ---------------------------------------------------------
+
+#[test]
+fn concurrent_recording_from_threads() {
+    let (h, t) = (History::new(), Clock::new());
+    thread::scope(|s| {
+        for w in 0..8u64 {
+            let (h, t) = (h.clone(), &t);
+            s.spawn(move || {
+                for i in 0..100u64 {
+                    // Each worker its own 10 ms slot per round: no overlap.
+                    let from = (i * 8 + w) * 10;
+                    let id = h.lease(
+                        LeaseKind::Mutex,
+                        "m",
+                        &format!("w{w}"),
+                        from + 1,
+                        1,
+                        t.at(from),
+                        t.at(from + 15),
+                    );
+                    h.released(id, t.at(from + 10));
+                    h.failed("m", "lock", "timeout".to_owned(), t.at(from));
+                }
+            });
+        }
+    });
+    assert_eq!(h.len(), 8 * 100 * 3);
+    assert!(!h.is_empty());
+    assert_eq!(h.check(&Spec::new().mutex("m")), vec![]);
+    assert!(h.to_string().lines().count() == h.len());
+}
+
+#[test]
+fn violation_and_history_print_readably() {
+    let (h, t) = (History::new(), Clock::new());
+    t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 50);
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 40, 100);
+    let v = h.check(&Spec::new().mutex("m"));
+    assert!(
+        v[0].to_string()
+            .starts_with("[mutex] m: lease #0 (holder a, token 1, t+0.0ms..t+50.0ms)"),
+        "{}",
+        v[0]
+    );
+    assert_eq!(format!("{h:?}"), "History { len: 2 }");
+    assert!(
+        h.to_string()
+            .contains("t+40.0ms m lease #1 Mutex holder b token 2 permits 1 until t+100.0ms"),
+        "{h}"
+    );
+}
