@@ -1,9 +1,11 @@
--- Count the free permits of a semaphore on this node, reaping expired slots.
+-- List the slots held on this node, reaping expired ones first. The client
+-- counts the slots free on a majority of nodes: only those can be granted.
 --
 -- KEYS[1]  sorted set: slot -> expiry (server ms)
 -- KEYS[2]  hash: slot -> owner token, and 'permits' -> L
 -- ARGV[1]  L, the number of permits
--- Returns  {1, free}; error QUORATE_MISMATCH when made with another L.
+-- Returns  {1, slot...}: the slots held; error QUORATE_MISMATCH when made
+--          with another L.
 local cap = redis.call('HGET', KEYS[2], 'permits')
 if cap and cap ~= ARGV[1] then
   return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[1])
@@ -14,4 +16,8 @@ for _, slot in ipairs(expired) do
   redis.call('HDEL', KEYS[2], slot)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-return {1, tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])}
+local reply = {1}
+for _, slot in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  reply[#reply + 1] = tonumber(slot)
+end
+return reply

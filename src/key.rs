@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 /// Longest key quorate will build, prefix included.
 pub(crate) const MAX_KEY_LEN: usize = 1024;
 
+/// Suffixes of the keys a resource keeps beside its main key.
+pub(crate) const SUFFIXES: [&str; 6] = ["fence", "ready", "owners", "count", "arrived", "turn"];
+
 /// The keys of one named resource: its main key and `{name}:suffix` siblings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Keys {
@@ -21,7 +24,22 @@ impl Keys {
         if name.is_empty() {
             return Err(Error::argument("name", "must not be empty"));
         }
-        let main = format!("{prefix}{name}");
+        let keys = Keys::raw(name, format!("{prefix}{name}"))?;
+        if let Some(owner) = keys.sibling_of() {
+            return Err(Error::argument(
+                "name",
+                format!(
+                    "{:?} is a key that {owner:?} keeps beside its own",
+                    keys.main
+                ),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Names the keys of a resource whose main key is `main` exactly: for
+    /// resources quorate keeps for itself (a barrier's turn lock).
+    pub(crate) fn raw(resource: &str, main: String) -> Result<Keys> {
         if main.len() > MAX_KEY_LEN {
             return Err(Error::argument(
                 "name",
@@ -30,17 +48,26 @@ impl Keys {
         }
         let tagged = hash_tag(&main).is_some();
         Ok(Keys {
-            resource: name.to_owned(),
+            resource: resource.to_owned(),
             main,
             tagged,
+        })
+    }
+
+    /// The main key of the resource whose sibling this main key would be
+    /// (`{x}:fence` is mutex `x`'s fencing counter), if any.
+    fn sibling_of(&self) -> Option<&str> {
+        SUFFIXES.iter().find_map(|suffix| {
+            let owner = self.main.strip_suffix(suffix)?.strip_suffix(':')?;
+            hash_tag(owner).is_some().then_some(owner)
         })
     }
 
     /// A sibling key in the main key's hash slot.
     ///
     /// Fails with [`Error::CrossSlot`] for names whose braces would move the
-    /// sibling to another slot (`a{}{b}`, `a{{b}}`), which a Redis Cluster
-    /// would refuse to run in one script.
+    /// sibling to another slot (`a{}{b}`), which a Redis Cluster would refuse
+    /// to run in one script.
     pub(crate) fn sibling(&self, suffix: &str) -> Result<String> {
         let key = if self.tagged {
             format!("{}:{suffix}", self.main)
@@ -120,6 +147,22 @@ mod tests {
             keys.sibling("fence"),
             Err(Error::CrossSlot { .. })
         ));
+    }
+
+    #[test]
+    fn names_of_other_resources_keys_are_refused() {
+        for name in [
+            "{x}:fence",
+            "orders:{42}:owners",
+            "{a}:turn",
+            "{a}:turn:fence",
+        ] {
+            assert!(Keys::new("", name).is_err(), "{name}");
+        }
+        for name in ["job:count", "fence", "x:fence", "{x}:fences"] {
+            assert!(Keys::new("", name).is_ok(), "{name}");
+        }
+        assert!(Keys::new("{app}:", "fence").is_err(), "the prefix counts");
     }
 
     #[test]

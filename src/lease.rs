@@ -239,7 +239,7 @@ impl Lease {
 
     /// Completes when the lease is lost; owns what it needs, so it may be
     /// spawned or kept past the guard.
-    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut rx = self.shared.state.subscribe();
         async move {
             loop {
@@ -443,7 +443,7 @@ macro_rules! lease_methods {
         /// # Cancel safety
         ///
         /// Cancel safe.
-        pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
             self.lease.lost()
         }
 

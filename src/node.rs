@@ -212,7 +212,14 @@ impl Node {
             .as_ref()
             .is_some_and(|known| *known != run_id);
         if restarted && let Some(period) = quarantine {
-            let started = now.checked_sub(Duration::from_secs(uptime)).unwrap_or(now);
+            // Uptime is a difference of whole wall-clock seconds: the server
+            // may have started up to a second later than it says. Take the
+            // latest start, so the quarantine never ends early.
+            let said = Duration::from_secs(uptime);
+            let started = (now + Duration::from_secs(1))
+                .checked_sub(said)
+                .unwrap_or(now)
+                .min(now);
             incarnation.counts_from = Some(started + period);
             tracing::warn!(node = %self.addr, ?period, "node restarted; its votes do not count for a while");
         }

@@ -414,10 +414,10 @@ impl Quorum {
         }
         let agreed = first.agreed(|p| p.ints_from(2));
         let in_time = Instant::now() < deadline;
-        if let Some((held, nodes)) = agreed.as_ref().filter(|_| in_time) {
-            let held: Vec<String> = held.iter().map(i64::to_string).collect();
+        if let Some((key, _)) = agreed.as_ref().filter(|_| in_time) {
+            let held: Vec<String> = key.iter().map(i64::to_string).collect();
             if let Some(fence) = self.fence(&claim, &first, &held, deadline).await {
-                undo.keep(&first, nodes);
+                undo.keep(first, key.clone());
                 let mut extra = claim.extra;
                 extra.extend(held);
                 return Ok(Attempt::Done(Grant {
@@ -460,6 +460,12 @@ impl Quorum {
     ) -> Option<u64> {
         if let Some(token) = first.issued_token() {
             return Some(token.max(0) as u64);
+        }
+        if first.yes().any(|(_, p)| p.int(1) == Some(1)) {
+            // Some nodes hold a token already issued to this owner but no
+            // majority agrees on it: minting another would give one holding
+            // two tokens. Try again; a stale one expires with its TTL.
+            return None;
         }
         let top = first.yes().filter_map(|(_, p)| p.int(0)).max()?;
         let token = top.max(0) as u64 + 1;
@@ -559,18 +565,25 @@ impl Undo {
         }
     }
 
-    /// The claim succeeded on `kept`: undo only on the other nodes that may
-    /// have granted something else (or not answered yet), in the background.
-    fn keep(&mut self, first: &Round, kept: &[usize]) {
+    /// The claim succeeded with what the majority agreed on (`key`: the
+    /// semaphore slots; nothing for a mutex). In the background, once every
+    /// node has answered, undo on the nodes that granted something else:
+    /// their slots are no part of the lease and nothing else would free them.
+    fn keep(&mut self, mut first: Round, key: Vec<i64>) {
         let Some(call) = self.call.take() else { return };
-        let others: Vec<usize> = first
-            .maybe_applied()
-            .into_iter()
-            .filter(|i| !kept.contains(i) && matches!(first.replies[*i], Some(Reply::Yes(_))))
-            .collect();
-        if !others.is_empty() {
-            spawn_round(self.quorum.clone(), call, others, self.timeout);
-        }
+        let quorum = self.quorum.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            first.finish().await;
+            let others: Vec<usize> = first
+                .yes()
+                .filter(|(_, p)| p.ints_from(2) != key)
+                .map(|(i, _)| i)
+                .collect();
+            if !others.is_empty() {
+                quorum.round(call, &others, timeout, usize::MAX).await;
+            }
+        });
     }
 
     /// Undoes on the given nodes and waits for it; the work runs in its own

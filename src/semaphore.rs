@@ -197,8 +197,8 @@ impl Semaphore {
         Ok(lease.map(|lease| SemaphorePermit { lease }))
     }
 
-    /// The number of permits a majority of nodes could grant now. A snapshot:
-    /// it may change before you act on it.
+    /// The number of permits that could be granted now: slots free on a
+    /// majority of nodes. A snapshot: it may change before you act on it.
     ///
     /// # Errors
     ///
@@ -212,13 +212,26 @@ impl Semaphore {
         let (keys, timing) = self.keys()?;
         let mut inv = invocation(&scripts::SEMAPHORE_AVAILABLE, &keys[..2]);
         inv.arg(self.permits);
-        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
-        let mut free: Vec<i64> = round.yes().filter_map(|(_, p)| p.int(0)).collect();
-        if free.len() < self.quorum.majority() {
+        let mut round = self.quorum.round_majority(inv, timing.node_timeout).await;
+        round.finish().await;
+        if round.granted() < self.quorum.majority() {
             return Err(round.shortfall(&self.quorum, &self.name));
         }
-        free.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(free[self.quorum.majority() - 1].max(0) as u32)
+        // A slot can be granted only where a majority has it free.
+        let mut free_on = vec![0usize; self.permits as usize];
+        for (_, held) in round.yes() {
+            let mut taken = vec![false; free_on.len()];
+            for slot in held.ints_from(0) {
+                if let Some(t) = usize::try_from(slot).ok().and_then(|s| taken.get_mut(s)) {
+                    *t = true;
+                }
+            }
+            for (count, taken) in free_on.iter_mut().zip(taken) {
+                *count += usize::from(!taken);
+            }
+        }
+        let majority = self.quorum.majority();
+        Ok(free_on.iter().filter(|&&n| n >= majority).count() as u32)
     }
 
     /// The keys (set, owners, fence, channel) and timing, checked.
