@@ -78,7 +78,7 @@ impl BarrierWaitResult {
 
 /// A generation's outcome, as a majority reads it.
 enum Outcome {
-    Released { leader: bool },
+    Released,
     Broken,
 }
 
@@ -158,40 +158,53 @@ impl Barrier {
         let (keys, timing) = self.keys()?;
         let started = Instant::now();
         let id = owner_token();
-        let generation = self.arrive(&keys, timing, &id, timeout).await?;
+        let (generation, leader) = match self.arrive(&keys, timing, &id, timeout).await {
+            Ok(arrival) => arrival,
+            // The arrival may have landed where its replies were lost: break
+            // the generation it joined, or learn that it completed.
+            Err(e @ (Error::Timeout(_) | Error::Quorum(_))) if timeout.is_some() => {
+                return match self.give_up(&keys, timing, None, &id).await {
+                    Some(result) => result,
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         let outcome = wait_for(&self.quorum, &keys[2], left, || async {
-            self.outcome(&keys, timing, generation, &id).await
+            self.outcome(&keys, timing, generation).await
         })
         .await;
-        let outcome = match outcome {
-            Err(Error::Timeout(_) | Error::Quorum(_)) if timeout.is_some() => {
-                self.break_generation(&keys, timing, generation, &id).await
-            }
-            other => other?,
-        };
         match outcome {
-            Outcome::Released { leader } => Ok(BarrierWaitResult { leader, generation }),
-            Outcome::Broken => Err(Error::BrokenBarrier),
+            Ok(Outcome::Released) => Ok(BarrierWaitResult { leader, generation }),
+            Ok(Outcome::Broken) => Err(Error::BrokenBarrier),
+            // Without a majority decision the outcome is unknown: say so
+            // with the error that ended the wait, not "broken".
+            Err(e @ (Error::Timeout(_) | Error::Quorum(_))) if timeout.is_some() => self
+                .give_up(&keys, timing, Some(generation), &id)
+                .await
+                .unwrap_or(Err(e)),
+            Err(e) => Err(e),
         }
     }
 
     /// Arrives on a majority (retrying with the same id); returns the
-    /// generation the majority put it in.
+    /// generation the majority put it in, and whether this arrival completed
+    /// it (the leader).
     ///
     /// One node orders arrivals by itself. Several nodes would each order
     /// racing arrivals their own way and split a generation differently, so
     /// there arrivals take turns under a lock.
     async fn arrive(
         &self,
-        keys: &[String; 3],
+        keys: &[String; 4],
         timing: Timing,
         id: &str,
         timeout: Option<Duration>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, bool)> {
         let started = Instant::now();
         let turn = if self.quorum.node_count() > 1 {
-            let lock = Mutex::new(&self.quorum, format!("{}:turn", self.name));
+            let lock = Mutex::internal(&self.quorum, keys[3].clone());
             Some(match timeout {
                 Some(t) => lock.lock_timeout(t).await?,
                 None => lock.lock().await?,
@@ -200,34 +213,47 @@ impl Barrier {
             None
         };
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
-        let generation = self.arrive_in_turn(keys, timing, id, left).await;
+        let arrival = self.arrive_in_turn(keys, timing, id, left).await;
         if let Some(turn) = turn {
             // Failing to release only delays the next arrival until the TTL.
             let _ = turn.release().await;
         }
-        generation
+        arrival
     }
 
     async fn arrive_in_turn(
         &self,
-        keys: &[String; 3],
+        keys: &[String; 4],
         timing: Timing,
         id: &str,
         timeout: Option<Duration>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, bool)> {
         let mut inv = invocation(&scripts::BARRIER_ARRIVE, &keys[..2]);
         inv.arg(id)
             .arg(self.parties)
             .arg(timing.ttl_ms())
             .arg(&keys[2]);
         let call = Call::new(inv);
+        let parties = i64::from(self.parties);
         wait_for(&self.quorum, &keys[2], timeout, || async {
-            let round = self
+            let mut round = self
                 .quorum
                 .round_majority(call.clone(), timing.node_timeout)
                 .await;
+            // Every node hears this arrival before the turn passes on: the
+            // next one goes over another connection and could overtake it on
+            // a slow node, which would then split the generation otherwise.
+            round.finish().await;
+            if let Some(((Some(generation), Some(arrived)), _)) =
+                round.agreed(|p| (p.int(0), p.int(1)))
+            {
+                return Ok(Attempt::Done((
+                    generation.max(0) as u64,
+                    arrived == parties,
+                )));
+            }
             match round.agreed(|p| p.int(0)) {
-                Some((Some(generation), _)) => Ok(Attempt::Done(generation.max(0) as u64)),
+                Some((Some(generation), _)) => Ok(Attempt::Done((generation.max(0) as u64, false))),
                 _ => Err(round.shortfall(&self.quorum, &self.name)).or_else(unavailable),
             }
         })
@@ -237,20 +263,17 @@ impl Barrier {
     /// One majority read of a generation's outcome.
     async fn outcome(
         &self,
-        keys: &[String; 3],
+        keys: &[String; 4],
         timing: Timing,
         generation: u64,
-        id: &str,
     ) -> Result<Attempt<Outcome>> {
         let mut inv = invocation(&scripts::BARRIER_STATE, &keys[..1]);
-        inv.arg(generation).arg(id);
+        inv.arg(generation);
         let round = self.quorum.round_majority(inv, timing.node_timeout).await;
         match round.agreed(|p| p.int(0)) {
             Some((Some(1), _)) => {
                 self.repair(keys, timing, generation, &round);
-                let leaders = round.yes().filter(|(_, p)| p.int(1) == Some(1)).count();
-                let leader = leaders >= self.quorum.majority();
-                Ok(Attempt::Done(Outcome::Released { leader }))
+                Ok(Attempt::Done(Outcome::Released))
             }
             Some((Some(2), _)) => Ok(Attempt::Done(Outcome::Broken)),
             _ if round.granted() < self.quorum.majority() => {
@@ -260,26 +283,39 @@ impl Barrier {
         }
     }
 
-    /// Marks the generation broken on every node where it is undecided, then
-    /// reads what the majority decided: it may have completed first.
-    async fn break_generation(
+    /// Breaks the generation (the given one, or the one this party's arrival
+    /// joined) on every node where it is undecided, then takes the majority's
+    /// decision: it may have completed first. `None` when no majority
+    /// decision can be read (too few nodes, or the arrival did not land).
+    async fn give_up(
         &self,
-        keys: &[String; 3],
+        keys: &[String; 4],
         timing: Timing,
-        generation: u64,
+        generation: Option<u64>,
         id: &str,
-    ) -> Outcome {
-        let settle = self.settle_call(keys, timing, generation, "broken");
-        self.quorum.round_all(settle, timing.node_timeout).await;
-        match self.outcome(keys, timing, generation, id).await {
-            Ok(Attempt::Done(outcome)) => outcome,
-            _ => Outcome::Broken,
+    ) -> Option<Result<BarrierWaitResult>> {
+        let settle = self.settle_call(keys, timing, generation, "broken", id);
+        let round = self.quorum.round_all(settle, timing.node_timeout).await;
+        let parties = i64::from(self.parties);
+        let (decision, nodes) = round.agreed(|p| (p.int(0), p.int(1)))?;
+        let arrived = round
+            .yes()
+            .filter(|(i, _)| nodes.contains(i))
+            .filter_map(|(_, p)| p.int(2))
+            .max();
+        match decision {
+            (Some(generation), Some(1)) => Some(Ok(BarrierWaitResult {
+                leader: arrived == Some(parties),
+                generation: generation.max(0) as u64,
+            })),
+            (Some(_), Some(2)) => Some(Err(Error::BrokenBarrier)),
+            _ => None,
         }
     }
 
     /// Brings nodes that missed a released generation up to date, in the
     /// background, so they keep counting in step with the majority.
-    fn repair(&self, keys: &[String; 3], timing: Timing, generation: u64, round: &Round) {
+    fn repair(&self, keys: &[String; 4], timing: Timing, generation: u64, round: &Round) {
         let behind: Vec<usize> = round
             .yes()
             .filter(|(_, p)| p.int(0) == Some(0))
@@ -288,7 +324,7 @@ impl Barrier {
         if behind.is_empty() {
             return;
         }
-        let settle = self.settle_call(keys, timing, generation, "done:");
+        let settle = self.settle_call(keys, timing, Some(generation), "done", "");
         let quorum = self.quorum.clone();
         tokio::spawn(async move {
             // A node may look behind only because the last arrival is still
@@ -302,21 +338,23 @@ impl Barrier {
 
     fn settle_call(
         &self,
-        keys: &[String; 3],
+        keys: &[String; 4],
         timing: Timing,
-        generation: u64,
+        generation: Option<u64>,
         outcome: &str,
+        party: &str,
     ) -> Call {
         let mut inv = invocation(&scripts::BARRIER_SETTLE, &keys[..2]);
-        inv.arg(generation)
+        inv.arg(generation.map(|g| g.to_string()).unwrap_or_default())
             .arg(outcome)
             .arg(&keys[2])
-            .arg(timing.ttl_ms());
+            .arg(timing.ttl_ms())
+            .arg(party);
         Call::new(inv)
     }
 
-    /// The keys (state, arrivals, channel) and timing, checked.
-    fn keys(&self) -> Result<([String; 3], Timing)> {
+    /// The keys (state, arrivals, channel, turn lock) and timing, checked.
+    fn keys(&self) -> Result<([String; 4], Timing)> {
         if self.parties < 2 || self.parties > Self::MAX_PARTIES {
             return Err(Error::argument(
                 "parties",
@@ -329,6 +367,7 @@ impl Barrier {
             keys.main.clone(),
             keys.sibling("arrived")?,
             keys.sibling("ready")?,
+            keys.sibling("turn")?,
         ];
         Ok((names, timing))
     }

@@ -23,6 +23,8 @@ struct Barrier<'a> {
     /// Releases by generation.
     released: BTreeMap<u64, Vec<Outcome<'a>>>,
     broken: Vec<(&'a str, Instant)>,
+    /// Waits that ended without a known outcome: (arrival, end).
+    unknown: Vec<(Instant, Instant)>,
 }
 
 impl Barrier<'_> {
@@ -39,21 +41,46 @@ impl Barrier<'_> {
         let i = self.wait_of(party, at)?;
         self.arrivals.get(party).map(|a| a[i])
     }
+
+    /// Waits of unknown outcome that could have been part of a generation:
+    /// they arrived before its last release and ended after its first
+    /// arrival.
+    fn could_belong(&self, released: &[Outcome<'_>]) -> usize {
+        let last_release = released.iter().map(|o| o.at).max();
+        let first_arrival = released
+            .iter()
+            .filter_map(|o| self.arrival(o.party, o.at))
+            .min();
+        let (Some(last), Some(first)) = (last_release, first_arrival) else {
+            return self.unknown.len();
+        };
+        self.unknown
+            .iter()
+            .filter(|&&(arrived, ended)| arrived <= last && ended >= first)
+            .count()
+    }
 }
 
 /// All barrier checks for `resource`.
 pub(super) fn check(
     resource: &str,
     parties: u32,
+    all_or_none: bool,
     events: &[Event],
     time: Timeline,
 ) -> Vec<Violation> {
     let barrier = collect(resource, events);
     let mut out = Vec::new();
     for (&generation, released) in &barrier.released {
+        // Safety only: as if every missing party's outcome were unknown.
+        let unknown = if all_or_none {
+            barrier.could_belong(released)
+        } else {
+            parties as usize
+        };
         let problems = [
-            full(generation, parties, released),
-            one_leader(generation, released),
+            full(generation, parties, released, unknown),
+            one_leader(generation, released, unknown),
             after_last_arrival(generation, released, &barrier, time),
         ];
         out.extend(problems.into_iter().flatten());
@@ -66,6 +93,7 @@ pub(super) fn check(
 
 fn collect<'a>(resource: &str, events: &'a [Event]) -> Barrier<'a> {
     let mut b = Barrier::default();
+    let mut unknown = Vec::new();
     for event in events {
         match event {
             Event::Arrived {
@@ -90,12 +118,21 @@ fn collect<'a>(resource: &str, events: &'a [Event]) -> Barrier<'a> {
                 party,
                 at,
             } if r == resource => b.broken.push((party, *at)),
+            Event::BarrierUnknown {
+                resource: r,
+                party,
+                at,
+            } if r == resource => unknown.push((party.as_str(), *at)),
             _ => {}
         }
     }
     for arrivals in b.arrivals.values_mut() {
         arrivals.sort();
     }
+    b.unknown = unknown
+        .into_iter()
+        .map(|(party, at)| (b.arrival(party, at).unwrap_or(at), at))
+        .collect();
     b
 }
 
@@ -104,9 +141,12 @@ fn names(released: &[Outcome<'_>]) -> String {
     names.join(", ")
 }
 
-/// Exactly `parties` waiters released per generation.
-fn full(generation: u64, parties: u32, released: &[Outcome<'_>]) -> Option<String> {
-    (released.len() != parties as usize).then(|| {
+/// Exactly `parties` waiters released per generation: never more, and
+/// fewer only by as many waits of unknown outcome as could belong to it.
+fn full(generation: u64, parties: u32, released: &[Outcome<'_>], unknown: usize) -> Option<String> {
+    let n = released.len();
+    let wrong = n > parties as usize || n + unknown < parties as usize;
+    wrong.then(|| {
         format!(
             "generation {generation} released {} waiters, not {parties}: {}",
             released.len(),
@@ -115,10 +155,11 @@ fn full(generation: u64, parties: u32, released: &[Outcome<'_>]) -> Option<Strin
     })
 }
 
-/// Exactly one leader per generation.
-fn one_leader(generation: u64, released: &[Outcome<'_>]) -> Option<String> {
+/// Exactly one leader per generation: never two, and none only when a wait
+/// of unknown outcome could have been the leader.
+fn one_leader(generation: u64, released: &[Outcome<'_>], unknown: usize) -> Option<String> {
     let leaders: Vec<Outcome<'_>> = released.iter().filter(|o| o.leader).copied().collect();
-    (leaders.len() != 1).then(|| {
+    (leaders.len() > 1 || leaders.is_empty() && unknown == 0).then(|| {
         format!(
             "generation {generation} has {} leaders: [{}]",
             leaders.len(),

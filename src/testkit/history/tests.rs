@@ -448,3 +448,56 @@ fn violation_and_history_print_readably() {
         "{h}"
     );
 }
+
+#[test]
+fn barrier_unknown_outcome_may_stand_for_a_missing_release() {
+    let (h, t) = (History::new(), Instant::now());
+    let at = |ms| t + Duration::from_millis(ms);
+    for p in ["a", "b", "c"] {
+        h.arrived("b", p, at(1));
+    }
+    h.barrier_released("b", "a", 0, false, at(5));
+    h.barrier_released("b", "b", 0, false, at(5));
+    let spec = Spec::new().barrier("b", 3);
+    assert_eq!(
+        h.check(&spec).len(),
+        2,
+        "one release and the leader missing"
+    );
+    h.barrier_unknown("b", "c", at(9));
+    assert!(h.check(&spec).is_empty(), "{h}");
+}
+
+#[test]
+fn barrier_unknown_outcome_never_excuses_extra_releases() {
+    let (h, t) = (History::new(), Instant::now());
+    let at = |ms| t + Duration::from_millis(ms);
+    for p in ["a", "b", "c"] {
+        h.arrived("b", p, at(1));
+        h.barrier_released("b", p, 0, p == "a", at(5));
+    }
+    h.arrived("b", "d", at(1));
+    h.barrier_unknown("b", "d", at(9));
+    let spec = Spec::new().barrier("b", 2);
+    assert!(!h.check(&spec).is_empty());
+}
+
+#[test]
+fn barrier_safety_spec_allows_short_generations_but_not_extra_leaders() {
+    let (h, t) = (History::new(), Instant::now());
+    let at = |ms| t + Duration::from_millis(ms);
+    for p in ["a", "b"] {
+        h.arrived("b", p, at(1));
+        h.barrier_released("b", p, 0, false, at(5));
+    }
+    assert!(h.check(&Spec::new().barrier_safety("b", 3)).is_empty());
+    assert!(!h.check(&Spec::new().barrier("b", 3)).is_empty());
+    h.arrived("b", "c", at(6));
+    h.barrier_released("b", "c", 1, true, at(9));
+    h.arrived("b", "d", at(6));
+    h.barrier_released("b", "d", 1, true, at(9));
+    assert!(
+        !h.check(&Spec::new().barrier_safety("b", 3)).is_empty(),
+        "two leaders"
+    );
+}

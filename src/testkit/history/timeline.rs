@@ -87,6 +87,11 @@ fn sync_line(f: &mut fmt::Formatter<'_>, event: &Event, time: Timeline) -> fmt::
             party,
             at,
         } => write!(f, "{} {resource} {party} broken", time.at(*at)),
+        Event::BarrierUnknown {
+            resource,
+            party,
+            at,
+        } => write!(f, "{} {resource} {party} outcome unknown", time.at(*at)),
         _ => Ok(()),
     }
 }
