@@ -1,11 +1,14 @@
 //! Test helpers (feature `testkit`): real `redis-server` processes that can
-//! be killed, paused and restarted. Used by quorate's own tests, examples and
-//! benches, and offered for yours.
+//! be killed, paused and restarted, a fault-injecting TCP proxy, server clock
+//! jumps, a history checker, and a seeded torture run that puts them all
+//! together. Used by quorate's own tests, examples and benches, and offered
+//! for yours.
 
 mod clock;
 mod history;
 mod proxy;
 mod server;
+pub mod torture;
 
 pub use clock::jump_clock;
 pub use history::{History, LeaseId, LeaseKind, Spec, Violation};
