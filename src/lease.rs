@@ -19,7 +19,7 @@ use redis::ScriptInvocation;
 use crate::client::Quorum;
 use crate::config::Timing;
 use crate::error::{Error, Result};
-use crate::quorum::{Attempt, Call, Claim, FenceTarget, Grant, LeaseSpec};
+use crate::quorum::{Attempt, Call, Claim, FenceTarget, Grant, LeaseSpec, fence_ttl_ms};
 use crate::wait::wait_for;
 
 /// How a primitive acquires its leases: everything but the acquire script's
@@ -39,7 +39,8 @@ pub(crate) fn owner_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// One attempt's owner token, acquire call and extra lease arguments.
+/// One attempt's owner token, acquire call (without the fencing arguments,
+/// which the [`Acquirer`] adds) and extra lease arguments.
 pub(crate) struct Request {
     pub(crate) token: String,
     pub(crate) acquire: ScriptInvocation<'static>,
@@ -62,7 +63,15 @@ impl<F: Fn() -> Request> Acquirer<F> {
     }
 
     async fn attempt(&self) -> Result<Attempt<Lease>> {
-        let request = (self.build)();
+        let mut request = (self.build)();
+        // Every acquire script ends with the fencing arguments: whether to
+        // issue the token on the node (one node) or report the counter for
+        // round two (several), and the counter's TTL.
+        let one_node = self.quorum.node_count() == 1;
+        request
+            .acquire
+            .arg(if one_node { "1" } else { "0" })
+            .arg(fence_ttl_ms(self.timing));
         let token = request.token.clone();
         let claim = Claim {
             acquire: Call::stamped(request.acquire),

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::key::Keys;
 use crate::lease::{Acquirer, Lease, Request, owner_token};
-use crate::quorum::{FenceTarget, LeaseSpec, fence_ttl_ms, invocation};
+use crate::quorum::{FenceTarget, LeaseSpec, invocation};
 use crate::scripts;
 
 /// A distributed mutual exclusion lock: at most one holder at a time across
@@ -182,7 +182,6 @@ impl Mutex {
             channel: keys.sibling("ready")?,
             keys: vec![keys.main],
         };
-        let one_node = self.quorum.node_count() == 1;
         let (lock_key, counter_key) = (fence.lease_key.clone(), fence.counter_key.clone());
         let build = move || {
             let token = owner_token();
@@ -190,11 +189,7 @@ impl Mutex {
                 &scripts::MUTEX_ACQUIRE,
                 &[lock_key.clone(), counter_key.clone()],
             );
-            acquire
-                .arg(&token)
-                .arg(timing.ttl_ms())
-                .arg(if one_node { "1" } else { "0" })
-                .arg(fence_ttl_ms(timing));
+            acquire.arg(&token).arg(timing.ttl_ms());
             Request {
                 token,
                 acquire,

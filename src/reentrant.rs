@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::{Keys, MAX_KEY_LEN};
 use crate::lease::{Acquirer, Lease, Request, owner_token};
-use crate::quorum::{FenceTarget, LeaseSpec, fence_ttl_ms, invocation};
+use crate::quorum::{FenceTarget, LeaseSpec, invocation};
 use crate::scripts;
 
 /// A distributed lock that its owner may take again while holding it.
@@ -197,16 +197,10 @@ impl ReentrantLock {
             channel,
             keys: keys[..1].to_vec(),
         };
-        let one_node = self.quorum.node_count() == 1;
         let build = move || {
             let hold = owner_token();
             let mut acquire = invocation(&scripts::REENTRANT_ACQUIRE, &keys);
-            acquire
-                .arg(&self.owner)
-                .arg(timing.ttl_ms())
-                .arg(&hold)
-                .arg(if one_node { "1" } else { "0" })
-                .arg(fence_ttl_ms(timing));
+            acquire.arg(&self.owner).arg(timing.ttl_ms()).arg(&hold);
             Request {
                 token: self.owner.clone(),
                 acquire,

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::Keys;
 use crate::lease::{Acquirer, Lease, Request, owner_token};
-use crate::quorum::{FenceTarget, LeaseSpec, fence_ttl_ms, invocation};
+use crate::quorum::{FenceTarget, LeaseSpec, invocation};
 use crate::scripts;
 use crate::wait::random_unit;
 
@@ -276,7 +276,6 @@ impl Semaphore {
             channel,
             keys: keys[..2].to_vec(),
         };
-        let one_node = self.quorum.node_count() == 1;
         let permits = self.permits;
         let build = move || {
             let token = owner_token();
@@ -287,9 +286,7 @@ impl Semaphore {
                 .arg(timing.ttl_ms())
                 .arg(permits)
                 .arg(k)
-                .arg(first)
-                .arg(if one_node { "1" } else { "0" })
-                .arg(fence_ttl_ms(timing));
+                .arg(first);
             Request {
                 token,
                 acquire,
