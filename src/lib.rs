@@ -28,12 +28,20 @@
 //!
 //! - **Safety of a lease** holds under the Redlock assumptions: node clocks
 //!   drift by at most the drift factor (1 % by default) and do not jump;
-//!   nodes do not lose keys while a lease lives (persistence, or a restarted
-//!   node kept out of the vote for one TTL); the holder stops acting when
+//!   nodes do not lose keys while a lease lives; the holder stops acting when
 //!   `remaining()` reaches zero. A process paused past its lease (GC, swap,
 //!   SIGSTOP) can still act afterwards: that is what fencing tokens are for.
 //!   Send the token with every write, and make the resource refuse tokens
 //!   smaller than one it has seen.
+//! - **Restarts.** A node that restarts without persistence forgets the
+//!   leases it granted. Its votes carry its server's `run_id`, and once a
+//!   client sees a new one it does not count that node for the longest lease
+//!   TTL in use ([`Config::restart_quarantine`]). A client that first meets
+//!   a node after it restarted cannot tell: with clients that come and go,
+//!   run Redis with `appendfsync always`.
+//! - **Fencing tokens** strictly increase per resource, also over several
+//!   nodes, and are floored at the server clock (ms × 1024) so they keep
+//!   increasing after a node restarts empty, unless its clock went back.
 //! - **Bounded time.** Every node request has a timeout; a hung node costs
 //!   one timeout, never a hang. Waiting, extension and release end.
 //! - **Nothing is lost.** A crashed holder's lock comes back after its TTL;
@@ -49,6 +57,13 @@
 //!   tokens.
 //! - On one Redis primary with replicas and failover: a failover can drop a
 //!   lock the old primary granted. Use independent primaries instead.
+//!
+//! # Testing against real failures
+//!
+//! The `testkit` feature offers what quorate's own tests use: throwaway
+//! `redis-server` processes that can be killed, paused and restarted, a
+//! fault-injecting TCP proxy, a history checker for the primitives' safety
+//! properties, and a seeded torture run.
 //!
 //! # Cancel safety
 //!
