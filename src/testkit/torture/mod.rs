@@ -137,6 +137,9 @@ pub(super) struct Tallies {
     /// The canary: a read-modify-write under the mutex, which loses updates
     /// if two holders overlap.
     pub(super) canary: AtomicU64,
+    /// Latches and barriers used so far, to name them in the check.
+    pub(super) latches: AtomicU64,
+    pub(super) barriers: AtomicU64,
 }
 
 impl Tallies {
@@ -228,13 +231,17 @@ fn report(rig: &Rig) -> Report {
     let mut spec = Spec::new()
         .mutex(workers::MUTEX)
         .semaphore(workers::SEMAPHORE, workers::PERMITS)
-        .reentrant(workers::REENTRANT)
-        .barrier_safety(workers::BARRIER, CREW as u32);
-    for epoch in 0..workers::LATCH_EPOCHS {
+        .reentrant(workers::REENTRANT);
+    let mut all_or_none = Spec::new();
+    for epoch in 0..rig.tallies.latches.load(Ordering::SeqCst) {
         spec = spec.latch(&workers::latch_name(epoch), CREW as u32);
     }
+    for era in 0..rig.tallies.barriers.load(Ordering::SeqCst) {
+        let name = workers::barrier_name(era);
+        spec = spec.barrier_safety(&name, CREW as u32);
+        all_or_none = all_or_none.barrier(&name, CREW as u32);
+    }
     let mut violations = rig.history.check(&spec);
-    let all_or_none = Spec::new().barrier(workers::BARRIER, CREW as u32);
     let anomalies = rig.history.check(&all_or_none);
     let sections = rig.tallies.sections.load(Ordering::SeqCst);
     let canary = rig.tallies.canary.load(Ordering::SeqCst);

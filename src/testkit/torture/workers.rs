@@ -17,11 +17,20 @@ pub(super) const MUTEX: &str = "torture:mutex";
 pub(super) const SEMAPHORE: &str = "torture:semaphore";
 pub(super) const PERMITS: u32 = 2;
 pub(super) const REENTRANT: &str = "torture:reentrant";
-pub(super) const BARRIER: &str = "torture:barrier";
 pub(super) const LATCH_EPOCHS: u64 = 10_000;
+/// Waits each crew member makes on one barrier before moving to the next.
+/// A barrier's generation numbers start again from 0 when a majority of
+/// nodes lost its state (restarts without persistence), so each barrier
+/// lives only a short era, in which they name generations uniquely.
+const WAITS_PER_BARRIER: u64 = 4;
+pub(super) const BARRIER_ERAS: u64 = 10_000;
 
 pub(super) fn latch_name(epoch: u64) -> String {
     format!("torture:latch:{epoch}")
+}
+
+pub(super) fn barrier_name(era: u64) -> String {
+    format!("torture:barrier:{era}")
 }
 
 /// Starts every worker and crew member; they stop at the end of the run.
@@ -172,6 +181,7 @@ async fn latch_member(rig: Arc<Rig>, member: usize) {
             return;
         }
         let name = latch_name(epoch);
+        rig.tallies.latches.fetch_max(epoch + 1, Ordering::SeqCst);
         let latch = Latch::new(q, name.clone(), CREW as u32);
         let invoked = Instant::now();
         let counted = latch.count_down_as(&me).await;
@@ -195,27 +205,35 @@ async fn latch_member(rig: Arc<Rig>, member: usize) {
     }
 }
 
-/// Waits at the barrier in a loop with the other crew members.
+/// Waits at the barrier in a loop with the other crew members, moving to the
+/// next barrier after a fixed number of waits (members stay in step by
+/// count, whatever each wait's outcome).
 async fn barrier_member(rig: Arc<Rig>, member: usize) {
     let q = &rig.quorums[rig.torture.workers + member];
-    let barrier = Barrier::new(q, BARRIER, CREW as u32);
     let me = format!("member-{member}");
-    while Instant::now() < rig.until {
-        rig.history.arrived(BARRIER, &me, Instant::now());
+    for wait in 0..BARRIER_ERAS * WAITS_PER_BARRIER {
+        if Instant::now() >= rig.until {
+            return;
+        }
+        let era = wait / WAITS_PER_BARRIER;
+        rig.tallies.barriers.fetch_max(era + 1, Ordering::SeqCst);
+        let name = barrier_name(era);
+        let barrier = Barrier::new(q, name.clone(), CREW as u32);
+        rig.history.arrived(&name, &me, Instant::now());
         match barrier.wait_timeout(rig.torture.ttl * 3).await {
             Ok(done) => {
                 let at = Instant::now();
                 rig.history
-                    .barrier_released(BARRIER, &me, done.generation(), done.is_leader(), at);
+                    .barrier_released(&name, &me, done.generation(), done.is_leader(), at);
                 rig.tallies.op("barrier");
             }
             Err(crate::Error::BrokenBarrier) => {
-                rig.history.barrier_broken(BARRIER, &me, Instant::now());
+                rig.history.barrier_broken(&name, &me, Instant::now());
                 rig.tallies.op("barrier broken");
             }
             Err(e) => {
                 // Too few nodes to learn the outcome: it may have been a release.
-                rig.history.barrier_unknown(BARRIER, &me, Instant::now());
+                rig.history.barrier_unknown(&name, &me, Instant::now());
                 rig.tallies.error("barrier", &e);
             }
         }
