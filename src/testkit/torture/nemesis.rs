@@ -1,5 +1,6 @@
 //! The nemesis: one fault at a time on a random node, drawn from the seed,
-//! never on more than a minority of nodes at once, each healed after a while.
+//! never on more than a minority of nodes at once (a node restarted empty
+//! counts for a while after), each healed after a while.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,10 @@ enum Fault {
     Latency(usize),
     /// Some clients' requests reach the node, its replies never come back.
     DropReplies(usize, Vec<usize>),
+    /// Restarted empty a moment ago: it counts as faulty until the others
+    /// brought it up to date (lease quarantine, barrier and latch repair),
+    /// so no majority is ever wiped at once.
+    Restarted(usize),
 }
 
 impl Fault {
@@ -29,7 +34,8 @@ impl Fault {
             | Fault::Pause(n)
             | Fault::Partition(n, _)
             | Fault::Latency(n)
-            | Fault::DropReplies(n, _) => *n,
+            | Fault::DropReplies(n, _)
+            | Fault::Restarted(n) => *n,
         }
     }
 }
@@ -45,7 +51,9 @@ pub(super) async fn run(rig: &Arc<Rig>) {
         let (due, rest): (Vec<_>, Vec<_>) = active.into_iter().partition(|(at, _)| *at <= now);
         active = rest;
         for (_, fault) in due {
-            heal(rig, fault).await;
+            if let Some(after) = heal(rig, fault).await {
+                active.push((Instant::now() + rng.millis(1000, 2500), after));
+            }
         }
         if active.len() < most {
             let busy: Vec<usize> = active.iter().map(|(_, f)| f.node()).collect();
@@ -81,14 +89,7 @@ async fn inject(rig: &Arc<Rig>, rng: &mut Rng, node: usize) -> Option<Fault> {
         2 => Fault::Partition(node, some_clients(rig, rng)),
         3 => Fault::Latency(node),
         4 => Fault::DropReplies(node, some_clients(rig, rng)),
-        5 => {
-            rig.tallies.fault("restart");
-            servers(rig, move |s| {
-                let _ = s[node].restart();
-            })
-            .await;
-            return None;
-        }
+        5 => Fault::Restarted(node),
         _ => {
             rig.tallies.fault("script flush");
             flush_scripts(rig, node).await;
@@ -125,17 +126,27 @@ async fn inject(rig: &Arc<Rig>, rng: &mut Rng, node: usize) -> Option<Fault> {
                 .iter()
                 .for_each(|&c| rig.proxies[c][*n].drop_replies(true));
         }
+        Fault::Restarted(n) => {
+            rig.tallies.fault("restart");
+            let n = *n;
+            servers(rig, move |s| {
+                let _ = s[n].restart();
+            })
+            .await;
+        }
     }
     Some(fault)
 }
 
-async fn heal(rig: &Arc<Rig>, fault: Fault) {
+/// Heals a fault; a killed node comes back empty and is then `Restarted`.
+async fn heal(rig: &Arc<Rig>, fault: Fault) -> Option<Fault> {
     match fault {
         Fault::Kill(n) => {
             servers(rig, move |s| {
                 let _ = s[n].restart();
             })
             .await;
+            return Some(Fault::Restarted(n));
         }
         Fault::Pause(n) => servers(rig, move |s| s[n].resume()).await,
         Fault::Partition(n, clients) => clients
@@ -147,7 +158,9 @@ async fn heal(rig: &Arc<Rig>, fault: Fault) {
             rig.proxies[c][n].heal();
             rig.proxies[c][n].reset();
         }),
+        Fault::Restarted(_) => {}
     }
+    None
 }
 
 /// Runs a blocking operation on the servers off the runtime's threads.
