@@ -17,13 +17,11 @@ pub(super) const MUTEX: &str = "torture:mutex";
 pub(super) const SEMAPHORE: &str = "torture:semaphore";
 pub(super) const PERMITS: u32 = 2;
 pub(super) const REENTRANT: &str = "torture:reentrant";
-pub(super) const LATCH_EPOCHS: u64 = 10_000;
 /// Waits each crew member makes on one barrier before moving to the next.
 /// A barrier's generation numbers start again from 0 when a majority of
 /// nodes lost its state (restarts without persistence), so each barrier
 /// lives only a short era, in which they name generations uniquely.
 const WAITS_PER_BARRIER: u64 = 4;
-pub(super) const BARRIER_ERAS: u64 = 10_000;
 
 pub(super) fn latch_name(epoch: u64) -> String {
     format!("torture:latch:{epoch}")
@@ -176,7 +174,7 @@ async fn reentrant_section(rig: &Rig, lock: &ReentrantLock, rng: &mut Rng) {
 async fn latch_member(rig: Arc<Rig>, member: usize) {
     let q = &rig.quorums[rig.torture.workers + member];
     let me = format!("member-{member}");
-    for epoch in 0..LATCH_EPOCHS {
+    for epoch in 0u64.. {
         if Instant::now() >= rig.until {
             return;
         }
@@ -211,7 +209,7 @@ async fn latch_member(rig: Arc<Rig>, member: usize) {
 async fn barrier_member(rig: Arc<Rig>, member: usize) {
     let q = &rig.quorums[rig.torture.workers + member];
     let me = format!("member-{member}");
-    for wait in 0..BARRIER_ERAS * WAITS_PER_BARRIER {
+    for wait in 0u64.. {
         if Instant::now() >= rig.until {
             return;
         }
