@@ -56,7 +56,8 @@ where
         return Ok(t);
     }
     let watch = quorum.notifier().watch(channel).await;
-    for round in 0u32.. {
+    let mut round = 0u32;
+    loop {
         let notified = watch.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -85,8 +86,8 @@ where
             () = &mut notified => {}
             () = tokio::time::sleep_until(wake.into()) => {}
         }
+        round = round.saturating_add(1);
     }
-    unreachable!("the wait loop only ends by returning")
 }
 
 /// Wake-up hints per channel, fed by one subscriber task per node.
