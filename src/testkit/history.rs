@@ -163,6 +163,20 @@ struct LeaseRecord {
 }
 
 impl Event {
+    /// The latch or barrier the event is about; `None` for lease events,
+    /// which are matched through their lease ids.
+    fn latch_or_barrier(&self) -> Option<&str> {
+        match self {
+            Event::CountDown { resource, .. }
+            | Event::LatchObserved { resource, .. }
+            | Event::Arrived { resource, .. }
+            | Event::BarrierReleased { resource, .. }
+            | Event::BarrierBroken { resource, .. }
+            | Event::BarrierUnknown { resource, .. } => Some(resource),
+            _ => None,
+        }
+    }
+
     /// The earliest instant the event mentions, for the report's time base.
     fn earliest(&self) -> Instant {
         match self {
@@ -527,19 +541,34 @@ fn ms(d: Duration) -> String {
 fn check_events(events: &[Event], spec: &Spec) -> Vec<Violation> {
     let time = Timeline::of(events);
     let (windows, mut out) = leases::windows(events);
+    // Grouped once: a run may name thousands of latches and barriers.
+    let mut windows_of: BTreeMap<&str, Vec<&leases::Window<'_>>> = BTreeMap::new();
+    for w in &windows {
+        windows_of.entry(w.resource).or_default().push(w);
+    }
+    let mut events_of: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+    for event in events {
+        if let Some(resource) = event.latch_or_barrier() {
+            events_of.entry(resource).or_default().push(event.clone());
+        }
+    }
     for (resource, &expect) in &spec.resources {
-        let mine: Vec<&leases::Window<'_>> =
-            windows.iter().filter(|w| w.resource == resource).collect();
-        out.extend(leases::kinds(resource, expect.lease_kind(), &mine));
+        let mine = windows_of
+            .get(resource.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let theirs = events_of
+            .get(resource.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        out.extend(leases::kinds(resource, expect.lease_kind(), mine));
         out.extend(match expect {
-            Expect::Mutex => leases::mutex(resource, &mine, time),
-            Expect::Semaphore { limit } => leases::semaphore(resource, limit, &mine, time),
-            Expect::Reentrant => leases::reentrant(resource, &mine, time),
-            Expect::Latch { count } => latch::check(resource, count, events, time),
+            Expect::Mutex => leases::mutex(resource, mine, time),
+            Expect::Semaphore { limit } => leases::semaphore(resource, limit, mine, time),
+            Expect::Reentrant => leases::reentrant(resource, mine, time),
+            Expect::Latch { count } => latch::check(resource, count, theirs, time),
             Expect::Barrier {
                 parties,
                 all_or_none,
-            } => barrier::check(resource, parties, all_or_none, events, time),
+            } => barrier::check(resource, parties, all_or_none, theirs, time),
         });
     }
     out
