@@ -212,6 +212,23 @@ impl Mutex {
 /// Dropping it without `release` releases in a spawned task (when a tokio
 /// runtime is running; otherwise the TTL frees the lock). Prefer `release`:
 /// it reports whether the lease was still held.
+///
+/// `release` takes the guard, so releasing twice, or extending after the
+/// release, does not compile:
+///
+/// ```compile_fail
+/// # async fn demo(guard: quorate::MutexGuard) -> quorate::Result<()> {
+/// guard.release().await?;
+/// guard.release().await?; // error: use of moved value
+/// # Ok(()) }
+/// ```
+///
+/// ```compile_fail
+/// # async fn demo(guard: quorate::MutexGuard) -> quorate::Result<()> {
+/// guard.release().await?;
+/// guard.extend(std::time::Duration::from_secs(1)).await?; // error: borrow of moved value
+/// # Ok(()) }
+/// ```
 #[must_use = "the lock is released when the guard is dropped"]
 #[clippy::has_significant_drop]
 #[derive(Debug)]
