@@ -24,13 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use redis::{Script, ScriptInvocation};
+use tokio::task::JoinHandle;
 
 use crate::client::Quorum;
 use crate::config::Timing;
 use crate::error::{Error, NodeReport, Result, Tally, Vote};
-use crate::node::{Failure, Payload, Reply};
+use crate::node::{Payload, Reply};
 use crate::scripts;
 
 /// How long a fencing counter outlives the last lease that raised it. The
@@ -184,20 +186,25 @@ impl<T> Attempt<T> {
 
 /// The votes of one round, in node order; `None` for nodes not heard from.
 ///
-/// Requests still in flight when the round was decided run on in their own
-/// tasks (a script reload after NOSCRIPT is two more commands that must not
-/// be cut short); [`Round::finish`] waits for them.
+/// Requests still in flight when the round was decided run on in a task of
+/// their own (a script reload after NOSCRIPT is two more commands that must
+/// not be cut short); [`Round::finish`] waits for them.
 pub(crate) struct Round {
     replies: Vec<Option<Reply>>,
     need: usize,
-    pending: FuturesUnordered<NodeTask>,
+    stragglers: Option<JoinHandle<Vec<(usize, Reply)>>>,
 }
+
+/// One node's request: it owns what it needs, so it can outlive the round.
+type Request = BoxFuture<'static, (usize, Reply)>;
 
 impl Round {
     /// Waits for the answers still in flight (each bounded by its timeout).
     pub(crate) async fn finish(&mut self) {
-        while let Some((i, reply)) = self.pending.next().await {
-            self.replies[i] = Some(reply);
+        if let Some(stragglers) = self.stragglers.take() {
+            for (i, reply) in stragglers.await.unwrap_or_default() {
+                self.replies[i] = Some(reply);
+            }
         }
     }
 
@@ -350,16 +357,20 @@ impl Quorum {
     ) -> Round {
         let call = call.into();
         let all = self.node_count();
+        // Polled here first, so every request is queued on its connection
+        // before this call can be cancelled: an undo sent afterwards follows
+        // it on every node.
+        let mut pending: FuturesUnordered<Request> = nodes
+            .iter()
+            .map(|&i| self.request(i, &call, timeout))
+            .collect();
         let mut round = Round {
             replies: vec![None; all],
             need: need.min(all),
-            pending: nodes
-                .iter()
-                .map(|&i| self.spawn_call(i, &call, timeout))
-                .collect(),
+            stragglers: None,
         };
         let mut answered = 0;
-        while let Some((i, reply)) = round.pending.next().await {
+        while let Some((i, reply)) = pending.next().await {
             round.replies[i] = Some(reply);
             answered += 1;
             let granted = round.granted();
@@ -368,19 +379,22 @@ impl Quorum {
                 break;
             }
         }
+        if !pending.is_empty() {
+            round.stragglers = Some(tokio::spawn(pending.collect()));
+        }
         round
     }
 
-    /// One node's request, in a task of its own so that neither an early
-    /// decision nor the caller's cancellation cuts it short.
-    fn spawn_call(&self, node: usize, call: &Call, timeout: Duration) -> NodeTask {
+    fn request(&self, node: usize, call: &Call, timeout: Duration) -> Request {
         let quorum = self.clone();
         let call = call.clone();
-        let task = tokio::spawn(async move {
+        Box::pin(async move {
             let quarantine = quorum.quarantine();
-            quorum.node(node).invoke(&call, timeout, quarantine).await
-        });
-        NodeTask { node, task }
+            (
+                node,
+                quorum.node(node).invoke(&call, timeout, quarantine).await,
+            )
+        })
     }
 
     /// Runs a script on every node and waits for all answers (release).
@@ -518,33 +532,6 @@ impl Quorum {
 
 pub(crate) fn fence_ttl_ms(timing: Timing) -> u64 {
     (FENCE_TTL.max(timing.ttl * 2)).as_millis() as u64
-}
-
-/// A node's request task, yielding the node's index with its reply.
-pub(crate) struct NodeTask {
-    node: usize,
-    task: tokio::task::JoinHandle<Reply>,
-}
-
-impl std::future::Future for NodeTask {
-    type Output = (usize, Reply);
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let node = self.node;
-        std::pin::Pin::new(&mut self.task).poll(cx).map(|joined| {
-            let reply = joined.unwrap_or_else(|e| {
-                Reply::Failed(Failure {
-                    message: format!("request task failed: {e}"),
-                    transient: true,
-                    mismatch: None,
-                })
-            });
-            (node, reply)
-        })
-    }
 }
 
 /// Runs the undo (release) script of a claim unless disarmed. Dropped while
