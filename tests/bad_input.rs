@@ -250,7 +250,23 @@ struct Footprint {
 }
 
 impl Footprint {
+    /// The footprint once it stops moving: an acquisition returns when a
+    /// majority answered, and its request to the slowest node may still be
+    /// landing.
     async fn of(servers: &ServerGroup) -> Footprint {
+        let mut last = Footprint::now(servers).await;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let now = Footprint::now(servers).await;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
+
+    async fn now(servers: &ServerGroup) -> Footprint {
         let mut scripts_run = Vec::new();
         for i in 0..servers.len() {
             scripts_run.push(scripts_run_on(servers, i).await);
