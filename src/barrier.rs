@@ -298,14 +298,16 @@ impl Barrier {
         let round = self.quorum.round_all(settle, timing.node_timeout).await;
         let parties = i64::from(self.parties);
         let (decision, nodes) = round.agreed(|p| (p.int(0), p.int(1)))?;
-        let arrived = round
+        // Leader only if a majority recorded this arrival as the completing
+        // one, as when the arrival's own round says so: one node's view
+        // could crown a second leader.
+        let completed = round
             .yes()
-            .filter(|(i, _)| nodes.contains(i))
-            .filter_map(|(_, p)| p.int(2))
-            .max();
+            .filter(|(i, p)| nodes.contains(i) && p.int(2) == Some(parties))
+            .count();
         match decision {
             (Some(generation), Some(1)) => Some(Ok(BarrierWaitResult {
-                leader: arrived == Some(parties),
+                leader: completed >= self.quorum.majority(),
                 generation: generation.max(0) as u64,
             })),
             (Some(_), Some(2)) => Some(Err(Error::BrokenBarrier)),
