@@ -215,6 +215,12 @@ impl Lease {
         self.shared.fence
     }
 
+    /// The owner token the nodes store: for the testkit's checks of what
+    /// the servers hold, never shown to users.
+    pub(crate) fn owner_token(&self) -> &str {
+        &self.shared.token
+    }
+
     /// What this lease holds beyond its token (semaphore slots, a hold id).
     pub(crate) fn extra(&self) -> &[String] {
         &self.shared.extra
@@ -415,6 +421,12 @@ macro_rules! lease_methods {
         /// The local instant the lease was granted: when the votes were in.
         pub fn acquired_at(&self) -> std::time::Instant {
             self.lease.acquired_at()
+        }
+
+        /// The owner token stored on the nodes (testkit checks only).
+        #[allow(dead_code, reason = "read by the testkit")]
+        pub(crate) fn owner_token(&self) -> &str {
+            self.lease.owner_token()
         }
 
         /// True while the lease is held: not lost, and before its deadline.
