@@ -1,20 +1,26 @@
--- Count a latch down once per operation id: the ids are a grow-only set, so
--- a retried count-down counts once. Wakes the waiters.
+-- Record latch count-downs by operation id: the ids are a grow-only set, so
+-- a retried count-down counts once. Also used to repair: a reader about to
+-- report the latch open first writes every id it relies on. Wakes the
+-- waiters.
 --
 -- KEYS[1]  set of count-down ids
--- KEYS[2]  the latch's count, as created
--- ARGV[1]  operation id
--- ARGV[2]  count
--- ARGV[3]  state ttl, milliseconds (refreshed by every count-down)
--- ARGV[4]  wake-up channel; the message '*' wakes every waiter
+-- KEYS[2]  hash: 'count' -> the latch's count as created, 'open' -> 1 once
+--          a majority is known to hold count ids (see latch_seal.lua)
+-- ARGV[1]  count
+-- ARGV[2]  state ttl, milliseconds (refreshed by every count-down)
+-- ARGV[3]  wake-up channel; the message '*' wakes every waiter
+-- ARGV[4..] operation ids
 -- Returns  {1, distinct count-downs on this node}; error QUORATE_MISMATCH
 --          when the latch was created with another count.
-local count = redis.call('GET', KEYS[2])
-if count and count ~= ARGV[2] then
-  return redis.error_reply('QUORATE_MISMATCH created with count ' .. count .. ', opened with ' .. ARGV[2])
+local refused = mismatch(KEYS[2], 'count', ARGV[1])
+if refused then
+  return refused
 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], '*')
+redis.call('HSET', KEYS[2], 'count', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+for i = 4, #ARGV do
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], '*')
 return {1, redis.call('SCARD', KEYS[1])}

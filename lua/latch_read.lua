@@ -2,19 +2,18 @@
 -- every finished count-down reached a majority, so the union holds them all.
 --
 -- KEYS[1]  set of count-down ids
--- KEYS[2]  the latch's count, as created
+-- KEYS[2]  hash (see latch_count_down.lua)
 -- ARGV[1]  count
--- Returns  {1, n} when this node alone has seen n >= count count-downs;
---          {1, n, id...} otherwise; error QUORATE_MISMATCH as count_down.
-local count = redis.call('GET', KEYS[2])
-if count and count ~= ARGV[1] then
-  return redis.error_reply('QUORATE_MISMATCH created with count ' .. count .. ', opened with ' .. ARGV[1])
+-- Returns  {1, 1} when the latch is sealed open here; {1, 0, id...}
+--          otherwise; error QUORATE_MISMATCH as count_down.
+local refused = mismatch(KEYS[2], 'count', ARGV[1])
+if refused then
+  return refused
 end
-local n = redis.call('SCARD', KEYS[1])
-if n >= tonumber(ARGV[1]) then
-  return {1, n}
+if redis.call('HGET', KEYS[2], 'open') == '1' then
+  return {1, 1}
 end
-local reply = {1, n}
+local reply = {1, 0}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   reply[#reply + 1] = id
 end

@@ -11,19 +11,17 @@
 -- ARGV[3]  1: issue the fencing token here (one node); 0: only report the
 --          counter (round one of two on several nodes)
 -- ARGV[4]  fencing counter ttl, milliseconds
--- Returns  {1, run_id, uptime, fence, final} when granted: the new token and
---          1 (ARGV[3] = 1), or the counter's current value and 0 (ARGV[3] =
---          0); {0, run_id, uptime, pttl} when another owner holds the lock,
---          pttl being the milliseconds left on its lease. run_id and uptime
---          identify the server's incarnation (see the prelude).
-local run_id, uptime = incarnation()
+-- Returns  {1, fence, final} when granted: the new token and 1 (ARGV[3] =
+--          1), or the counter's current value and 0 (ARGV[3] = 0);
+--          {0, pttl} when another owner holds the lock, pttl being the
+--          milliseconds left on its lease.
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {0, run_id, uptime, redis.call('PTTL', KEYS[1])}
+  return {0, redis.call('PTTL', KEYS[1])}
 end
 local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), fence_floor())
 if ARGV[3] == '1' then
   fence = fence + 1
   redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[4])
-  return {1, run_id, uptime, fence, 1}
+  return {1, fence, 1}
 end
-return {1, run_id, uptime, fence, 0}
+return {1, fence, 0}

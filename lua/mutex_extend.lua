@@ -1,13 +1,13 @@
--- Extend a mutex lease. Never re-creates a key that has expired or changed
--- hands: a lease that is gone stays gone.
+-- Extend a mutex lease to at least ttl from now; never shortens it, and
+-- never re-creates a key that has expired or changed hands.
 --
 -- KEYS[1]  lock key
 -- ARGV[1]  owner token
 -- ARGV[2]  new ttl, milliseconds
--- Returns  {1, 0} when extended; {0, 0} when the key is missing or belongs to
---          another owner.
+-- Returns  {1} when the lease lasts at least ttl now; {0} when the key is
+--          missing or belongs to another owner.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, 0}
+  extend_to(KEYS[1], ARGV[2])
+  return {1}
 end
-return {0, 0}
+return {0}

@@ -9,15 +9,106 @@ end
 
 -- The floor of fencing counters: server time in ms * 1024. A node that lost
 -- its counter (a restart without persistence) still issues larger tokens,
--- unless its clock went back. Exact in Lua doubles until the year 2248.
+-- unless its clock is behind the clock of the node that issued the last one
+-- by more than the restart quarantine. Exact in Lua doubles until 2248.
 local function fence_floor()
   return server_ms() * 1024
 end
 
--- The server's run_id and uptime in seconds. Grant votes carry them so the
--- client can tell a node that restarted, and may have forgotten leases.
-local function incarnation()
-  local info = redis.call('INFO', 'server')
-  return string.match(info, 'run_id:(%w+)'), tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+-- Sets a key's TTL to `ms` unless it already has more left: extensions
+-- never shorten a lease, so a guard's deadline, the latest any extension
+-- reported, never lies past the key's expiry whatever order they land in.
+local function extend_to(key, ms)
+  if redis.call('PTTL', key) < tonumber(ms) then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
+
+-- The reply about a decided barrier generation (see barrier_arrive.lua):
+-- {1, generation, 1, the outcome, the party's index among the
+-- members or -1, number of members (0: broken)}.
+local function barrier_outcome(key, gen, party)
+  local outcome = redis.call('HGET', key, 'o:' .. gen)
+  local index, n = -1, 0
+  if outcome ~= 'broken' then
+    for id in string.gmatch(string.sub(outcome, 6), '[^,]+') do
+      if id == party then
+        index = n
+      end
+      n = n + 1
+    end
+  end
+  return {1, gen, 1, outcome, index, n}
+end
+
+-- Decides a barrier generation on this node unless it is decided already:
+-- the first outcome written stays. A decided generation's seats are
+-- dropped, the node's current generation moves past it, and outcomes older
+-- than 16 generations are forgotten. Wakes the waiters.
+local function barrier_settle(key, gen, outcome, parties, channel)
+  if redis.call('HSETNX', key, 'o:' .. gen, outcome) == 0 then
+    return
+  end
+  for seat = 0, parties - 1 do
+    local holder = redis.call('HGET', key, 's:' .. gen .. ':' .. seat)
+    if holder then
+      redis.call('HDEL', key, 's:' .. gen .. ':' .. seat, 'p:' .. gen .. ':' .. holder)
+    end
+  end
+  local floor = tonumber(redis.call('HGET', key, 'floor') or '0')
+  if gen - 15 > floor then
+    for old = floor, gen - 16 do
+      redis.call('HDEL', key, 'o:' .. old)
+    end
+    floor = gen - 15
+    redis.call('HSET', key, 'floor', floor)
+  end
+  -- The current generation is only where arrivals that name none start: it
+  -- moves past the one just decided (a node that missed earlier ones need
+  -- not seat newcomers there), and clients name older ones explicitly.
+  local current = math.max(tonumber(redis.call('HGET', key, 'gen') or '0'), floor, gen + 1)
+  while redis.call('HEXISTS', key, 'o:' .. current) == 1 do
+    current = current + 1
+  end
+  redis.call('HSET', key, 'gen', current)
+  redis.call('PUBLISH', channel, '*')
+end
+
+-- The live holds of a reentrant lock (fields 'h:<hold id>' -> expiry in
+-- server ms): drops the expired ones, deletes the lock when none is left,
+-- and returns how many are left and the latest expiry among them.
+local function reentrant_live(key, now)
+  local fields = redis.call('HGETALL', key)
+  local live, latest = 0, 0
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 'h:' then
+      local expiry = tonumber(fields[i + 1])
+      if expiry <= now then
+        redis.call('HDEL', key, fields[i])
+      else
+        live = live + 1
+        latest = math.max(latest, expiry)
+      end
+    end
+  end
+  if live == 0 then
+    redis.call('DEL', key)
+  end
+  return live, latest
+end
+
+-- Sets a reentrant lock's TTL to cover its latest hold.
+local function reentrant_cover(key, latest, now)
+  redis.call('PEXPIRE', key, math.max(latest - now, 1))
+end
+
+-- Refuses state created with other parameters: nothing when `field` of the
+-- hash `key` is unset or holds `value`, else the QUORATE_MISMATCH error the
+-- client reports as a configuration mismatch.
+local function mismatch(key, field, value)
+  local stored = redis.call('HGET', key, field)
+  if stored and stored ~= value then
+    return redis.error_reply('QUORATE_MISMATCH created with ' .. field .. ' ' .. stored .. ', opened with ' .. value)
+  end
 end
 

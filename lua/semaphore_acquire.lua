@@ -17,15 +17,14 @@
 -- ARGV[5]  first slot to try
 -- ARGV[6]  1: issue the fencing token here (one node); 0: report the counter
 -- ARGV[7]  fencing counter ttl, milliseconds
--- Returns  {1, run_id, uptime, fence, final, slot...} when granted (see
---          mutex_acquire.lua); {0, run_id, uptime, ms} when fewer than k
---          slots are free, ms being the time until the earliest lease ends;
---          error QUORATE_MISMATCH when the set was made with another L.
-local run_id, uptime = incarnation()
+-- Returns  {1, fence, final, slot...} when granted (see mutex_acquire.lua);
+--          {0, ms} when fewer than k slots are free, ms being the time until
+--          the earliest lease ends; error QUORATE_MISMATCH when the set was
+--          made with another L.
 local ms = server_ms()
-local cap = redis.call('HGET', KEYS[2], 'permits')
-if cap and cap ~= ARGV[3] then
-  return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[3])
+local refused = mismatch(KEYS[2], 'permits', ARGV[3])
+if refused then
+  return refused
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
 for _, slot in ipairs(expired) do
@@ -37,7 +36,7 @@ local permits = tonumber(ARGV[3])
 local wanted = tonumber(ARGV[4])
 if permits - redis.call('ZCARD', KEYS[1]) < wanted then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, run_id, uptime, tonumber(first[2]) - ms}
+  return {0, tonumber(first[2]) - ms}
 end
 local expiry = ms + tonumber(ARGV[2])
 local got = {}
@@ -68,7 +67,7 @@ if ARGV[6] == '1' then
   final = 1
   redis.call('SET', KEYS[3], string.format('%d', fence), 'PX', ARGV[7])
 end
-local reply = {1, run_id, uptime, fence, final}
+local reply = {1, fence, final}
 for _, slot in ipairs(got) do
   reply[#reply + 1] = slot
 end

@@ -6,9 +6,9 @@
 -- ARGV[1]  L, the number of permits
 -- Returns  {1, slot...}: the slots held; error QUORATE_MISMATCH when made
 --          with another L.
-local cap = redis.call('HGET', KEYS[2], 'permits')
-if cap and cap ~= ARGV[1] then
-  return redis.error_reply('QUORATE_MISMATCH created with ' .. cap .. ' permits, opened with ' .. ARGV[1])
+local refused = mismatch(KEYS[2], 'permits', ARGV[1])
+if refused then
+  return refused
 end
 local ms = server_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)

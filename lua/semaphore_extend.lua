@@ -1,6 +1,6 @@
--- Extend a semaphore lease: push the expiry of each of its slots, provided
--- the owner still holds every one of them and none has expired. An expired
--- slot is never revived.
+-- Extend a semaphore lease: push the expiry of each of its slots to at
+-- least ttl from now (never shorter), provided the owner still holds every
+-- one of them and none has expired. An expired slot is never revived.
 --
 -- KEYS[1]  sorted set: slot -> expiry (server ms)
 -- KEYS[2]  hash: slot -> owner token
@@ -17,10 +17,10 @@ for i = 3, #ARGV do
 end
 local expiry = ms + tonumber(ARGV[2])
 for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', expiry, ARGV[i])
 end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local keep = math.max(tonumber(last[2]) - ms, 1)
-redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('PEXPIRE', KEYS[2], keep)
+extend_to(KEYS[1], keep)
+extend_to(KEYS[2], keep)
 return {1}

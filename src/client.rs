@@ -3,14 +3,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::node::Node;
+use crate::node::{Deployment, Hello, Node};
 use crate::wait::Notifier;
 
 /// A client for one Redis node, or for N independent nodes voting as a
@@ -43,13 +42,10 @@ pub struct Quorum {
 }
 
 struct Shared {
-    nodes: Vec<Node>,
+    nodes: Vec<Arc<Node>>,
     addrs: Vec<String>,
     config: Config,
     notifier: Notifier,
-    /// The longest lease TTL asked for through this quorum, in ms: a
-    /// restarted node stays out of the vote at least that long.
-    longest_ttl_ms: AtomicU64,
 }
 
 impl Quorum {
@@ -107,22 +103,6 @@ impl Quorum {
     pub(crate) fn notifier(&self) -> &Notifier {
         &self.shared.notifier
     }
-
-    /// Notes a lease TTL in use, for the restart quarantine.
-    pub(crate) fn saw_ttl(&self, ttl: Duration) {
-        let ms = ttl.as_millis() as u64;
-        self.shared.longest_ttl_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// How long a restarted node's votes do not count: the longest lease TTL
-    /// in use plus the drift allowance, or `None` when switched off.
-    pub(crate) fn quarantine(&self) -> Option<Duration> {
-        let config = &self.shared.config;
-        config.restart_quarantine.then(|| {
-            let ttl = Duration::from_millis(self.shared.longest_ttl_ms.load(Ordering::Relaxed));
-            ttl + ttl.mul_f64(config.drift_factor) + Duration::from_millis(2)
-        })
-    }
 }
 
 impl fmt::Debug for Quorum {
@@ -173,6 +153,13 @@ impl QuorumBuilder {
         self
     }
 
+    /// The longest lease TTL of the deployment, and the restart quarantine
+    /// (see [`Config::max_ttl`]). Defaults to 60 s.
+    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.config.max_ttl = max_ttl;
+        self
+    }
+
     /// Per-node request timeout. Defaults to `min(50 ms, ttl / 20)`.
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.config.node_timeout = Some(timeout);
@@ -205,8 +192,8 @@ impl QuorumBuilder {
         self
     }
 
-    /// Keeps a node that restarted out of the vote for the longest lease TTL
-    /// in use (see [`Config::restart_quarantine`]). Defaults to on; turn it
+    /// Keeps a node presumed restarted out of the vote for `max_ttl` plus
+    /// drift (see [`Config::restart_quarantine`]). Defaults to on; turn it
     /// off only when every node persists every write.
     pub fn restart_quarantine(mut self, on: bool) -> Self {
         self.config.restart_quarantine = on;
@@ -223,33 +210,51 @@ impl QuorumBuilder {
     ///
     /// Before any I/O it refuses an empty node list, a URL that does not
     /// parse, the same address twice, an even node count (unless allowed)
-    /// and settings out of range, with [`Error::InvalidConfig`]. Then it asks
-    /// every node for its role and `run_id`, and refuses replicas and two
-    /// URLs that reach the same server. Nodes that cannot be reached are
-    /// accepted while a majority can be (they will count once they answer);
-    /// otherwise it fails with [`Error::Connect`].
+    /// and settings out of range, with [`Error::InvalidConfig`]. Then it
+    /// shakes hands with every node: it loads the scripts, records this
+    /// process's `max_ttl`, reads each server's role, `run_id` and uptime,
+    /// and refuses replicas and two URLs that reach the same server. A node
+    /// that started well after the others is presumed restarted and sits
+    /// out the quarantine (see [`Config::restart_quarantine`]). Nodes that
+    /// cannot be reached are accepted while a majority can be (they connect
+    /// in the background and count once admitted); otherwise it fails with
+    /// [`Error::Connect`].
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a dropped call leaves nothing behind.
+    /// Cancel safe: a dropped call leaves nothing behind but the record of
+    /// this process's `max_ttl` on the nodes it reached.
     pub async fn build(self) -> Result<Quorum> {
         self.config.validate()?;
-        let nodes = self.open_nodes()?;
-        check_identities(&nodes, &self.config).await?;
+        let deployment = Arc::new(Deployment::new(&self.config, self.urls.len()));
+        let nodes = self.open_nodes(&deployment)?;
+        deployment.attach(&nodes);
+        let answers = join_all(nodes.iter().map(|n| n.connect())).await;
+        let hellos = check_identities(&nodes, answers)?;
+        for (node, hello) in nodes.iter().zip(&hellos) {
+            if let Some((_, hello)) = hello {
+                node.note(hello);
+            }
+        }
+        for (node, hello) in nodes.iter().zip(hellos) {
+            match hello {
+                Some((conn, hello)) => node.install(conn, &hello),
+                None => node.start_reconnecting(),
+            }
+        }
         let addrs = nodes.iter().map(|n| n.addr.clone()).collect();
         let notifier = Notifier::new(&nodes, &self.config);
         Ok(Quorum {
             shared: Arc::new(Shared {
                 nodes,
                 addrs,
-                longest_ttl_ms: AtomicU64::new(self.config.ttl.as_millis() as u64),
                 config: self.config,
                 notifier,
             }),
         })
     }
 
-    fn open_nodes(&self) -> Result<Vec<Node>> {
+    fn open_nodes(&self, deployment: &Arc<Deployment>) -> Result<Vec<Arc<Node>>> {
         if self.urls.is_empty() {
             return Err(Error::config("nodes", "no node given"));
         }
@@ -266,7 +271,8 @@ impl QuorumBuilder {
         let nodes = self
             .urls
             .iter()
-            .map(|u| Node::open(u, &self.config))
+            .enumerate()
+            .map(|(i, u)| Node::open(u, i, deployment.clone()))
             .collect::<Result<Vec<_>>>()?;
         let mut seen = HashMap::new();
         for node in &nodes {
@@ -281,26 +287,37 @@ impl QuorumBuilder {
     }
 }
 
+/// A node's connection and handshake, when it answered at build.
+type Answer = Option<(redis::aio::MultiplexedConnection, Hello)>;
+
 /// Refuses replicas and aliases of one server; tolerates unreachable nodes
 /// while a majority answers.
-async fn check_identities(nodes: &[Node], config: &Config) -> Result<()> {
-    let answers = join_all(nodes.iter().map(|n| n.identify(config.connect_timeout))).await;
+fn check_identities(
+    nodes: &[Arc<Node>],
+    answers: Vec<Result<(redis::aio::MultiplexedConnection, Hello)>>,
+) -> Result<Vec<Answer>> {
     let mut run_ids: HashMap<String, &str> = HashMap::new();
     let mut unreachable = Vec::new();
+    let mut hellos = Vec::new();
     for (node, answer) in nodes.iter().zip(answers) {
         match answer {
-            Ok(id) => {
-                if let Some(other) = run_ids.insert(id.run_id.clone(), &node.addr) {
+            Ok((conn, hello)) => {
+                node.check_role(&hello)?;
+                if let Some(other) = run_ids.insert(hello.run_id.clone(), &node.addr) {
                     return Err(Error::config(
                         "nodes",
                         format!(
                             "{other} and {} are the same server (run_id {})",
-                            node.addr, id.run_id
+                            node.addr, hello.run_id
                         ),
                     ));
                 }
+                hellos.push(Some((conn, hello)));
             }
-            Err(Error::Connect { node, source }) => unreachable.push((node, source)),
+            Err(Error::Connect { node, source }) => {
+                unreachable.push((node, source));
+                hellos.push(None);
+            }
             Err(other) => return Err(other),
         }
     }
@@ -311,5 +328,5 @@ async fn check_identities(nodes: &[Node], config: &Config) -> Result<()> {
     for (node, source) in unreachable {
         tracing::warn!(%node, error = %source, "node unreachable at connect; it will count once it answers");
     }
-    Ok(())
+    Ok(hellos)
 }

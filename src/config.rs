@@ -37,7 +37,15 @@ pub struct Config {
     pub max_retry_delay: Duration,
     /// Time allowed to open a connection to a node. Default: 1 s.
     pub connect_timeout: Duration,
-    /// Longest TTL a primitive may ask for. Default: 24 h.
+    /// The longest lease TTL any process of the deployment uses, and so the
+    /// restart quarantine: a node that restarted without durable
+    /// persistence sits out `max_ttl` plus drift from its start, long
+    /// enough for every lease it may have forgotten to have expired.
+    ///
+    /// Every process records its `max_ttl` on the nodes when it connects,
+    /// and takes the largest one recorded as the deployment's bound, so a
+    /// process with short leases still waits out another's long ones. No
+    /// lease may ask for more. Default: [`Config::DEFAULT_MAX_TTL`] (60 s).
     pub max_ttl: Duration,
     /// Accept an even number of nodes. `N = 4` tolerates one failure, like
     /// `N = 3`, at a higher cost, so it is refused unless set. Default: false.
@@ -46,12 +54,12 @@ pub struct Config {
     pub key_prefix: String,
     /// Restart safety, the Redlock specification's "delayed restarts". A node
     /// that restarts without persistence forgets the leases it granted, and
-    /// could grant them again. When a node's votes come from a server process
-    /// (`run_id`) other than the one seen before, they do not count until the
-    /// longest lease TTL in use (plus drift) has passed since it started;
-    /// writes and releases still reach it. The first process seen is
-    /// trusted. Turn it off only if every node persists every write
-    /// (`appendfsync always`). Default: true.
+    /// could grant them again. A node presumed restarted grants no lease that
+    /// counts until [`max_ttl`](Self::max_ttl) plus drift has passed since
+    /// it started; its other answers (extensions, releases) count. Nodes
+    /// that persist every write (`appendonly yes` with `appendfsync
+    /// always`) are trusted at once.
+    /// Turn it off only if every node persists every write. Default: true.
     pub restart_quarantine: bool,
 }
 
@@ -64,6 +72,10 @@ impl Config {
     pub const MIN_TTL: Duration = Duration::from_millis(10);
     /// Ceiling of the default per-node timeout.
     pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(50);
+    /// Default longest lease TTL, and restart quarantine.
+    pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
+    /// Longest life of latch and barrier state.
+    pub const MAX_STATE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
     pub(crate) fn validate(&self) -> Result<()> {
         if !self.drift_factor.is_finite() || !(0.0..1.0).contains(&self.drift_factor) {
@@ -87,17 +99,15 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return Err(Error::config("connect_timeout", "must be above zero"));
         }
-        if self.max_ttl < Self::MIN_TTL {
-            return Err(Error::config("max_ttl", "must be at least 10 ms"));
+        if self.max_ttl < Self::MIN_TTL || self.max_ttl > Self::MAX_STATE_TTL {
+            return Err(Error::config("max_ttl", "must be within 10 ms..=30 days"));
         }
         self.timing(self.ttl).map(|_| ())
     }
 
     /// Checks a lease TTL against these settings and derives its timing.
     pub(crate) fn timing(&self, ttl: Duration) -> Result<Timing> {
-        // Whole milliseconds are sent to Redis; validity is computed from
-        // exactly what was sent.
-        let ttl = Duration::from_millis(ttl.as_millis().min(u64::MAX as u128) as u64);
+        let ttl = whole_millis(ttl);
         if ttl < Self::MIN_TTL {
             return Err(Error::config("ttl", format!("{ttl:?} is below 10 ms")));
         }
@@ -107,17 +117,8 @@ impl Config {
                 format!("{ttl:?} is above max_ttl ({:?})", self.max_ttl),
             ));
         }
-        let node_timeout = match self.node_timeout {
-            Some(t) if t * 10 > ttl => {
-                return Err(Error::config(
-                    "node_timeout",
-                    format!("{t:?} is more than a tenth of the ttl ({ttl:?})"),
-                ));
-            }
-            Some(t) => t,
-            None => Self::DEFAULT_NODE_TIMEOUT.min(ttl / 20),
-        };
-        let drift = ttl.mul_f64(self.drift_factor) + Duration::from_millis(2);
+        let node_timeout = self.node_timeout(ttl)?;
+        let drift = self.drift(ttl);
         if drift + node_timeout >= ttl {
             return Err(Error::config(
                 "ttl",
@@ -129,6 +130,48 @@ impl Config {
             node_timeout,
             drift,
         })
+    }
+
+    /// Checks the TTL of latch or barrier state (not a lease: it may outlive
+    /// `max_ttl`) and derives the timing of its rounds.
+    pub(crate) fn state_timing(&self, ttl: Duration) -> Result<Timing> {
+        let ttl = whole_millis(ttl);
+        if ttl < Self::MIN_TTL || ttl > Self::MAX_STATE_TTL {
+            return Err(Error::config(
+                "ttl",
+                format!("{ttl:?} is outside 10 ms..=30 days"),
+            ));
+        }
+        let node_timeout = self.node_timeout(ttl)?;
+        Ok(Timing {
+            ttl,
+            node_timeout,
+            drift: self.drift(ttl),
+        })
+    }
+
+    /// The per-node timeout for rounds about something that lives `ttl`.
+    fn node_timeout(&self, ttl: Duration) -> Result<Duration> {
+        match self.node_timeout {
+            Some(t) if t * 10 > ttl => Err(Error::config(
+                "node_timeout",
+                format!("{t:?} is more than a tenth of the ttl ({ttl:?})"),
+            )),
+            Some(t) => Ok(t),
+            None => Ok(Self::DEFAULT_NODE_TIMEOUT.min(ttl / 20)),
+        }
+    }
+
+    /// The drift allowance of a lease of `ttl`.
+    pub(crate) fn drift(&self, ttl: Duration) -> Duration {
+        ttl.mul_f64(self.drift_factor) + Duration::from_millis(2)
+    }
+
+    /// How long a node presumed restarted sits out, or `None` when the
+    /// quarantine is off: `bound` (the deployment's longest lease TTL)
+    /// plus its drift.
+    pub(crate) fn quarantine(&self, bound: Duration) -> Option<Duration> {
+        self.restart_quarantine.then(|| bound + self.drift(bound))
     }
 
     /// Backoff before attempt `attempt` (0-based) of a waiting call.
@@ -151,12 +194,18 @@ impl Default for Config {
             retry_jitter: Duration::from_millis(50),
             max_retry_delay: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
-            max_ttl: Duration::from_secs(24 * 60 * 60),
+            max_ttl: Self::DEFAULT_MAX_TTL,
             allow_even_nodes: false,
             key_prefix: String::new(),
             restart_quarantine: true,
         }
     }
+}
+
+/// Whole milliseconds are sent to Redis; validity is computed from exactly
+/// what was sent.
+fn whole_millis(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().min(u128::from(u64::MAX)) as u64)
 }
 
 /// The checked timing of one lease.

@@ -157,8 +157,11 @@ pub enum Vote {
     /// Its answer was not needed: the outcome was decided without it.
     Uncounted,
     /// It restarted recently and may have forgotten leases, so its votes do
-    /// not count yet.
-    Quarantined,
+    /// not count yet: for about `remaining` more.
+    Quarantined {
+        /// How long its votes will not count yet, as of the vote.
+        remaining: Duration,
+    },
 }
 
 impl Tally {
@@ -169,7 +172,7 @@ impl Tally {
 
     /// Number of nodes that failed or did not count.
     pub fn failed(&self) -> usize {
-        self.count(|v| matches!(v, Vote::Failed(_) | Vote::Quarantined))
+        self.count(|v| matches!(v, Vote::Failed(_) | Vote::Quarantined { .. }))
     }
 
     fn count(&self, pred: impl Fn(&Vote) -> bool) -> usize {
@@ -201,7 +204,9 @@ impl fmt::Display for Vote {
             Vote::Refused => f.write_str("refused"),
             Vote::Failed(why) => write!(f, "failed ({why})"),
             Vote::Uncounted => f.write_str("uncounted"),
-            Vote::Quarantined => f.write_str("quarantined after restart"),
+            Vote::Quarantined { remaining } => {
+                write!(f, "quarantined after a restart for another {remaining:.1?}")
+            }
         }
     }
 }

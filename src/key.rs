@@ -6,7 +6,11 @@ use crate::error::{Error, Result};
 pub(crate) const MAX_KEY_LEN: usize = 1024;
 
 /// Suffixes of the keys a resource keeps beside its main key.
-pub(crate) const SUFFIXES: [&str; 6] = ["fence", "ready", "owners", "count", "arrived", "turn"];
+pub(crate) const SUFFIXES: [&str; 4] = ["fence", "ready", "owners", "count"];
+
+/// The key, after the prefix, of each node's own record: the deployment's
+/// longest lease TTL and a restart quarantine (see `node.rs`).
+pub(crate) const NODE_RECORD: &str = "quorate:node";
 
 /// The keys of one named resource: its main key and `{name}:suffix` siblings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,15 @@ impl Keys {
             return Err(Error::argument("name", "must not be empty"));
         }
         let keys = Keys::raw(name, format!("{prefix}{name}"))?;
+        if name == NODE_RECORD {
+            return Err(Error::argument(
+                "name",
+                format!(
+                    "{:?} is the key of quorate's record on each node",
+                    keys.main
+                ),
+            ));
+        }
         if let Some(owner) = keys.sibling_of() {
             return Err(Error::argument(
                 "name",
@@ -37,9 +50,8 @@ impl Keys {
         Ok(keys)
     }
 
-    /// Names the keys of a resource whose main key is `main` exactly: for
-    /// resources quorate keeps for itself (a barrier's turn lock).
-    pub(crate) fn raw(resource: &str, main: String) -> Result<Keys> {
+    /// Names the keys of a resource whose main key is `main` exactly.
+    fn raw(resource: &str, main: String) -> Result<Keys> {
         if main.len() > MAX_KEY_LEN {
             return Err(Error::argument(
                 "name",
@@ -151,12 +163,7 @@ mod tests {
 
     #[test]
     fn names_of_other_resources_keys_are_refused() {
-        for name in [
-            "{x}:fence",
-            "orders:{42}:owners",
-            "{a}:turn",
-            "{a}:turn:fence",
-        ] {
+        for name in ["{x}:fence", "orders:{42}:owners", "{a}:count", NODE_RECORD] {
             assert!(Keys::new("", name).is_err(), "{name}");
         }
         for name in ["job:count", "fence", "x:fence", "{x}:fences"] {

@@ -1,6 +1,6 @@
 //! The countdown latch.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::client::Quorum;
@@ -25,11 +25,15 @@ use crate::wait::wait_for;
 ///
 /// # Guarantees
 ///
-/// A count-down returns `Ok` once a majority of nodes has recorded it. The
-/// latch is open when the ids recorded on a majority of nodes number
-/// `count`; since every finished count-down is on a majority, and two
-/// majorities share a node, a waiter never misses one. Once open it stays
-/// open until its state expires.
+/// A count-down returns `Ok` once a majority of nodes has recorded it. A
+/// reader unions the ids a majority of nodes returns; since every finished
+/// count-down is on a majority, and two majorities share a node, a reader
+/// never misses one. The union may also hold ids of count-downs that
+/// failed (they reached a minority), so before a reader reports the latch
+/// open it writes every id it relies on to a majority (read repair): any
+/// later reader then finds them too, and once a reader has seen the latch
+/// open, no later read sees it closed, until its state expires. A repaired
+/// latch is then marked open on the nodes, so later reads take one round.
 ///
 /// The state (ids and count) expires [`with_ttl`](Self::with_ttl) after the
 /// last count-down, one hour by default, so an abandoned latch does not stay
@@ -126,24 +130,33 @@ impl Latch {
             ));
         }
         let (keys, timing) = self.keys()?;
-        let mut inv = invocation(&scripts::LATCH_COUNT_DOWN, &keys[..2]);
-        inv.arg(id)
-            .arg(self.count)
-            .arg(timing.ttl_ms())
-            .arg(&keys[2]);
-        let call = Call::new(inv);
+        let call = self.count_down_call(&keys, timing, &[id]);
         let deadline = Some(self.quorum.config().ttl);
         wait_for(&self.quorum, &keys[2], deadline, || async {
-            let round = self
-                .quorum
-                .round_majority(call.clone(), timing.node_timeout)
-                .await;
-            if round.granted() >= self.quorum.majority() {
-                return Ok(Attempt::Done(()));
+            match self.record(call.clone(), timing).await {
+                Ok(()) => Ok(Attempt::Done(())),
+                Err(e) => unavailable(e),
             }
-            Err(round.shortfall(&self.quorum, &self.name)).or_else(unavailable)
         })
         .await
+    }
+
+    fn count_down_call(&self, keys: &[String; 3], timing: Timing, ids: &[&str]) -> Call {
+        let mut inv = invocation(&scripts::LATCH_COUNT_DOWN, &keys[..2]);
+        inv.arg(self.count)
+            .arg(timing.ttl_ms())
+            .arg(&keys[2])
+            .arg(ids);
+        Call::new(inv)
+    }
+
+    /// Records count-downs on a majority.
+    async fn record(&self, call: Call, timing: Timing) -> Result<()> {
+        let round = self.quorum.round_majority(call, timing.node_timeout).await;
+        if round.granted() >= self.quorum.majority() {
+            return Ok(());
+        }
+        Err(round.shortfall(&self.quorum, &self.name))
     }
 
     /// Waits until the latch is open. Wakes on each count-down's message.
@@ -199,20 +212,39 @@ impl Latch {
         .await
     }
 
-    /// Count-downs missing, by a majority read.
+    /// Count-downs missing, by a majority read; 0 only once the ids that
+    /// make it open are durable on a majority.
     async fn remaining(&self, keys: &[String; 3], timing: Timing) -> Result<u32> {
         let mut inv = invocation(&scripts::LATCH_READ, &keys[..2]);
         inv.arg(self.count);
         let round = self.quorum.round_majority(inv, timing.node_timeout).await;
-        let seen = round.yes().map(|(_, p)| p.int(0).unwrap_or(0)).max();
-        if seen.is_some_and(|n| n >= i64::from(self.count)) {
+        if round.yes().any(|(_, p)| p.int(0) == Some(1)) {
             return Ok(0);
         }
         if round.granted() < self.quorum.majority() {
             return Err(round.shortfall(&self.quorum, &self.name));
         }
-        let ids: HashSet<String> = round.yes().flat_map(|(_, p)| p.strings_from(1)).collect();
-        Ok(self.count.saturating_sub(ids.len() as u32))
+        let ids: BTreeSet<String> = round.yes().flat_map(|(_, p)| p.strings_from(1)).collect();
+        let missing = self.count.saturating_sub(ids.len() as u32);
+        if missing > 0 {
+            return Ok(missing);
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.record(self.count_down_call(keys, timing, &ids), timing)
+            .await?;
+        self.seal(keys, timing);
+        Ok(0)
+    }
+
+    /// Marks the latch open on every node, in the background: a majority
+    /// holds its ids now, so a reader may trust the mark alone.
+    fn seal(&self, keys: &[String; 3], timing: Timing) {
+        let mut inv = invocation(&scripts::LATCH_SEAL, &keys[..2]);
+        inv.arg(self.count).arg(timing.ttl_ms());
+        let quorum = self.quorum.clone();
+        tokio::spawn(async move {
+            quorum.round_all(inv, timing.node_timeout).await;
+        });
     }
 
     /// The keys (ids, count, channel) and timing, checked.
@@ -223,7 +255,7 @@ impl Latch {
                 format!("{} is outside 1..={}", self.count, Self::MAX_COUNT),
             ));
         }
-        let timing = self.quorum.config().timing(self.ttl)?;
+        let timing = self.quorum.config().state_timing(self.ttl)?;
         let keys = Keys::new(&self.quorum.config().key_prefix, &self.name)?;
         let names = [
             keys.main.clone(),

@@ -74,7 +74,7 @@ impl<F: Fn() -> Request> Acquirer<F> {
             .arg(fence_ttl_ms(self.timing));
         let token = request.token.clone();
         let claim = Claim {
-            acquire: Call::stamped(request.acquire),
+            acquire: Call::grant(request.acquire),
             lease: self.spec.clone(),
             token: request.token,
             extra: request.extra,
@@ -124,14 +124,23 @@ impl Shared {
         !s.ended && Instant::now() < s.deadline
     }
 
-    /// Records a renewal; keeps the later deadline when renewals overlap.
-    fn renewed(&self, deadline: Instant, timing: Timing) {
+    /// Records a renewal. Extensions never shorten a lease on the nodes, so
+    /// the later deadline stands whatever order they land in. A renewal
+    /// answered after the deadline passed comes too late: the lease was
+    /// lost at the deadline and stays lost.
+    fn renewed(&self, deadline: Instant, timing: Timing) -> bool {
+        let mut renewed = false;
         self.state.send_modify(|s| {
+            if !s.ended && Instant::now() >= s.deadline {
+                s.ended = true;
+            }
             if !s.ended {
                 s.deadline = s.deadline.max(deadline);
                 s.timing = timing;
+                renewed = true;
             }
         });
+        renewed
     }
 
     fn end(&self) {
@@ -148,9 +157,10 @@ impl Shared {
             .extend(&self.spec, &self.token, &self.extra, timing)
             .await;
         match result {
-            Ok(deadline) => {
-                self.renewed(deadline, timing);
-                Ok(())
+            Ok(deadline) if self.renewed(deadline, timing) => Ok(()),
+            Ok(_) => {
+                self.lose("its renewal came after the deadline");
+                Err(Error::NotHeld)
             }
             Err(Error::NotHeld) => {
                 self.lose("a quorum of nodes no longer holds it");
@@ -161,9 +171,13 @@ impl Shared {
     }
 
     fn lose(&self, why: &str) {
-        if !self.snapshot().ended {
+        let mut lost = false;
+        self.state.send_modify(|s| {
+            lost = !s.ended || Instant::now() >= s.deadline;
+            s.ended = true;
+        });
+        if lost {
             tracing::warn!(resource = %self.spec.resource, why, "lease lost");
-            self.end();
         }
     }
 }
@@ -434,8 +448,10 @@ macro_rules! lease_methods {
             self.lease.is_valid()
         }
 
-        /// Extends the lease to `ttl` from now on a quorum of nodes. A lease
-        /// that has expired or changed hands is never revived. With
+        /// Extends the lease to at least `ttl` from now on a quorum of nodes.
+        /// An extension never shortens a lease: with more than `ttl` left,
+        /// the lease keeps its deadline (release it to give it up early).
+        /// A lease that has expired or changed hands is never revived. With
         /// auto-extension on, later renewals use this TTL.
         ///
         /// # Errors

@@ -51,8 +51,6 @@ pub struct Mutex {
     name: String,
     ttl: Option<Duration>,
     auto_extend: bool,
-    /// `name` is a complete key of quorate's own (see [`Mutex::internal`]).
-    internal: bool,
 }
 
 impl Mutex {
@@ -67,16 +65,6 @@ impl Mutex {
             name: name.into(),
             ttl: None,
             auto_extend: true,
-            internal: false,
-        }
-    }
-
-    /// A mutex on `key` exactly, no prefix added: for locks quorate keeps for
-    /// itself beside a resource (a barrier's turn lock).
-    pub(crate) fn internal(quorum: &Quorum, key: String) -> Mutex {
-        Mutex {
-            internal: true,
-            ..Mutex::new(quorum, key)
         }
     }
 
@@ -164,11 +152,7 @@ impl Mutex {
     fn acquirer(&self) -> Result<Acquirer<impl Fn() -> Request + '_>> {
         let config = self.quorum.config();
         let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
-        let keys = if self.internal {
-            Keys::raw(&self.name, self.name.clone())?
-        } else {
-            Keys::new(&config.key_prefix, &self.name)?
-        };
+        let keys = Keys::new(&config.key_prefix, &self.name)?;
         let fence = FenceTarget {
             lease_key: keys.main.clone(),
             counter_key: keys.sibling("fence")?,

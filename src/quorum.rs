@@ -23,11 +23,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Shared};
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use redis::{Script, ScriptInvocation};
-use tokio::task::JoinHandle;
 
 use crate::client::Quorum;
 use crate::config::Timing;
@@ -44,25 +43,26 @@ const FENCE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 #[derive(Clone)]
 pub(crate) struct Call {
     inv: Arc<ScriptInvocation<'static>>,
-    /// The script stamps its reply with the server's incarnation (grant
-    /// votes; see `lua/prelude.lua`).
-    stamped: bool,
+    /// Its yes votes grant a lease: a node presumed restarted may have
+    /// forgotten another holder's, so its yes does not count. Other yes
+    /// votes (an extension, a release) stand: they come from a node that
+    /// still holds our key, which blocks everyone else there.
+    grants: bool,
 }
 
 impl Call {
     pub(crate) fn new(inv: ScriptInvocation<'static>) -> Call {
         Call {
             inv: Arc::new(inv),
-            stamped: false,
+            grants: false,
         }
     }
 
-    /// A call whose replies start with the server's run_id and uptime, so a
-    /// vote from a node that restarted is caught.
-    pub(crate) fn stamped(inv: ScriptInvocation<'static>) -> Call {
+    /// An acquisition, whose yes votes grant a lease.
+    pub(crate) fn grant(inv: ScriptInvocation<'static>) -> Call {
         Call {
             inv: Arc::new(inv),
-            stamped: true,
+            grants: true,
         }
     }
 
@@ -70,8 +70,8 @@ impl Call {
         &self.inv
     }
 
-    pub(crate) fn is_stamped(&self) -> bool {
-        self.stamped
+    pub(crate) fn grants(&self) -> bool {
+        self.grants
     }
 }
 
@@ -192,20 +192,29 @@ impl<T> Attempt<T> {
 pub(crate) struct Round {
     replies: Vec<Option<Reply>>,
     need: usize,
-    stragglers: Option<JoinHandle<Vec<(usize, Reply)>>>,
+    stragglers: Option<Stragglers>,
 }
 
 /// One node's request: it owns what it needs, so it can outlive the round.
 type Request = BoxFuture<'static, (usize, Reply)>;
 
+/// The answers still in flight when a round was decided, from the task
+/// they run on; shared, so an undo can wait for them as well.
+type Stragglers = Shared<BoxFuture<'static, Arc<Vec<(usize, Reply)>>>>;
+
 impl Round {
     /// Waits for the answers still in flight (each bounded by its timeout).
     pub(crate) async fn finish(&mut self) {
         if let Some(stragglers) = self.stragglers.take() {
-            for (i, reply) in stragglers.await.unwrap_or_default() {
-                self.replies[i] = Some(reply);
+            for (i, reply) in stragglers.await.iter() {
+                self.replies[*i] = Some(reply.clone());
             }
         }
+    }
+
+    /// Every node's reply, in node order; `None` for nodes not heard from.
+    pub(crate) fn replies(&self) -> &[Option<Reply>] {
+        &self.replies
     }
 
     pub(crate) fn granted(&self) -> usize {
@@ -324,7 +333,9 @@ impl Round {
                     Some(Reply::Yes(_)) => Vote::Granted,
                     Some(Reply::No(_)) => Vote::Refused,
                     Some(Reply::Failed(f)) => Vote::Failed(f.message.clone()),
-                    Some(Reply::Quarantined) => Vote::Quarantined,
+                    Some(Reply::Quarantined { until }) => Vote::Quarantined {
+                        remaining: until.saturating_duration_since(Instant::now()),
+                    },
                     None => Vote::Uncounted,
                 },
             })
@@ -380,7 +391,9 @@ impl Quorum {
             }
         }
         if !pending.is_empty() {
-            round.stragglers = Some(tokio::spawn(pending.collect()));
+            let task = tokio::spawn(pending.collect::<Vec<_>>());
+            let answers = async move { Arc::new(task.await.unwrap_or_default()) };
+            round.stragglers = Some(answers.boxed().shared());
         }
         round
     }
@@ -388,13 +401,7 @@ impl Quorum {
     fn request(&self, node: usize, call: &Call, timeout: Duration) -> Request {
         let quorum = self.clone();
         let call = call.clone();
-        Box::pin(async move {
-            let quarantine = quorum.quarantine();
-            (
-                node,
-                quorum.node(node).invoke(&call, timeout, quarantine).await,
-            )
-        })
+        Box::pin(async move { (node, quorum.node(node).invoke(&call, timeout).await) })
     }
 
     /// Runs a script on every node and waits for all answers (release).
@@ -415,13 +422,13 @@ impl Quorum {
     /// One acquisition attempt: round one, fencing round two on several
     /// nodes, and the undo when either falls short.
     pub(crate) async fn claim(&self, claim: Claim) -> Result<Attempt<Grant>> {
-        self.saw_ttl(claim.timing.ttl);
         let t1 = Instant::now();
         let deadline = t1 + claim.timing.ttl - claim.timing.drift;
         let mut undo = Undo::armed(self, &claim);
         let mut first = self
             .round_majority(claim.acquire.clone(), claim.timing.node_timeout)
             .await;
+        undo.after = first.stragglers.clone();
         if first.granted() >= self.majority() && !first.settled() {
             // The votes in hand disagree; the stragglers may settle it.
             first.finish().await;
@@ -513,7 +520,6 @@ impl Quorum {
         extra: &[String],
         timing: Timing,
     ) -> Result<Instant> {
-        self.saw_ttl(timing.ttl);
         let t1 = Instant::now();
         let deadline = t1 + timing.ttl - timing.drift;
         let inv = spec.extend_call(token, timing.ttl_ms(), extra);
@@ -541,6 +547,10 @@ struct Undo {
     quorum: Quorum,
     call: Option<Call>,
     timeout: Duration,
+    /// Round one's answers still in flight: an undo sent before they land
+    /// could overtake an acquire (one retried after NOSCRIPT goes out
+    /// again), so it waits for them.
+    after: Option<Stragglers>,
 }
 
 impl Undo {
@@ -549,6 +559,7 @@ impl Undo {
             quorum: quorum.clone(),
             call: Some(claim.lease.release_call(&claim.token, &claim.extra)),
             timeout: claim.timing.node_timeout,
+            after: None,
         }
     }
 
@@ -578,7 +589,7 @@ impl Undo {
     async fn run(&mut self, nodes: Vec<usize>) {
         let Some(call) = self.call.take() else { return };
         if !nodes.is_empty() {
-            let _ = spawn_round(self.quorum.clone(), call, nodes, self.timeout).await;
+            let _ = spawn_round(self.quorum.clone(), call, nodes, self.timeout, None).await;
         }
     }
 }
@@ -589,7 +600,8 @@ impl Drop for Undo {
             && tokio::runtime::Handle::try_current().is_ok()
         {
             let nodes = self.quorum.all_nodes();
-            spawn_round(self.quorum.clone(), call, nodes, self.timeout);
+            let after = self.after.take();
+            spawn_round(self.quorum.clone(), call, nodes, self.timeout, after);
         }
     }
 }
@@ -599,8 +611,12 @@ fn spawn_round(
     call: Call,
     nodes: Vec<usize>,
     timeout: Duration,
+    after: Option<Stragglers>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        if let Some(stragglers) = after {
+            stragglers.await;
+        }
         quorum.round(call, &nodes, timeout, usize::MAX).await;
     })
 }

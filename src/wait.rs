@@ -128,7 +128,7 @@ pub(crate) struct Watch<'a> {
 }
 
 impl Notifier {
-    pub(crate) fn new(nodes: &[Node], config: &Config) -> Notifier {
+    pub(crate) fn new(nodes: &[Arc<Node>], config: &Config) -> Notifier {
         let subscribers = nodes
             .iter()
             .map(|n| Subscriber {
@@ -159,6 +159,13 @@ impl Notifier {
             entry.watchers += 1;
             (entry.notify.clone(), entry.watchers == 1)
         };
+        // Made before the wait below, so a caller dropped while the
+        // subscriptions are confirmed still unsubscribes.
+        let watch = Watch {
+            notifier: self,
+            channel: channel.to_owned(),
+            notify,
+        };
         if first {
             let acks: Vec<_> = self
                 .subscribers
@@ -171,11 +178,7 @@ impl Notifier {
                 .collect();
             let _ = tokio::time::timeout(self.ack_timeout, futures::future::join_all(acks)).await;
         }
-        Watch {
-            notifier: self,
-            channel: channel.to_owned(),
-            notify,
-        }
+        watch
     }
 }
 

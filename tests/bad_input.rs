@@ -318,14 +318,14 @@ async fn refusal<T: std::fmt::Debug>(
 }
 
 /// TTLs no lease or state may have: below 10 ms (also once rounded down to
-/// whole milliseconds), above the default 24 h `max_ttl`, and too large to
-/// send as milliseconds at all.
+/// whole milliseconds), above the 30 days any state may live (and so above
+/// every `max_ttl`), and too large to send as milliseconds at all.
 fn bad_ttls() -> [Duration; 5] {
     [
         Duration::ZERO,
         Duration::from_micros(9_999),
         Duration::from_millis(5),
-        Duration::from_secs(24 * 3600) + Duration::from_millis(1),
+        Config::MAX_STATE_TTL + Duration::from_millis(1),
         Duration::MAX,
     ]
 }
@@ -767,7 +767,7 @@ async fn names_that_spell_an_internal_key_are_refused_before_any_io() {
         "{x}:ready",
         "{x}:owners",
         "{x}:count",
-        "{x}:arrived",
+        "quorate:node",
         "a{t}:fence",
     ] {
         let mutex = Mutex::new(&q, name);

@@ -148,11 +148,12 @@ async fn fencing_tokens_strictly_increase() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_tokens_stay_monotonic_while_nodes_come_and_go() {
     let mut servers = ServerGroup::start(3).unwrap();
-    // A restarted node sits out one lease TTL (restart quarantine), and the
+    // A restarted node sits out max_ttl (restart quarantine), and the
     // per-node timeout (ttl / 20) is what a release waits for on a dead node:
     // a short TTL keeps both short.
     let q = common::builder(&servers)
         .ttl(Duration::from_millis(500))
+        .max_ttl(Duration::from_millis(500))
         .build()
         .await
         .unwrap();

@@ -126,10 +126,11 @@ async fn first_lock_after_a_flush_lands_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_is_invisible_on_three_nodes() {
     let mut servers = ServerGroup::start(3).unwrap();
-    // A restarted node sits out the longest lease TTL in use (restart
-    // quarantine); short TTLs keep the rotation through the nodes quick.
+    // A restarted node sits out max_ttl (restart quarantine); short TTLs
+    // keep the rotation through the nodes quick.
     let q = common::builder(&servers)
         .ttl(Duration::from_millis(500))
+        .max_ttl(Duration::from_millis(800))
         .build()
         .await
         .unwrap();
@@ -150,10 +151,11 @@ async fn node_restart_is_invisible_on_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_held_across_a_node_restart_stays_extendable() {
     let mut servers = ServerGroup::start(3).unwrap();
-    // A restarted node sits out the longest lease TTL in use (restart
-    // quarantine); short TTLs keep the rotation through the nodes quick.
+    // A restarted node sits out max_ttl (restart quarantine); short TTLs
+    // keep the rotation through the nodes quick.
     let q = common::builder(&servers)
         .ttl(Duration::from_millis(500))
+        .max_ttl(Duration::from_millis(800))
         .build()
         .await
         .unwrap();
@@ -172,10 +174,11 @@ async fn lease_held_across_a_node_restart_stays_extendable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_between_locks_is_invisible_on_one_node() {
     let mut servers = ServerGroup::start(1).unwrap();
-    // A restarted node sits out one lease TTL (restart quarantine); a short
-    // TTL keeps that short.
+    // A restarted node sits out max_ttl (restart quarantine); a short one
+    // keeps that short.
     let q = common::builder(&servers)
         .ttl(Duration::from_millis(500))
+        .max_ttl(Duration::from_millis(500))
         .build()
         .await
         .unwrap();

@@ -47,12 +47,16 @@ pub async fn dbsizes(servers: &ServerGroup) -> Vec<i64> {
     sizes
 }
 
-/// Keys on one server other than fencing counters.
+/// The key of quorate's record on every node (the deployment's longest
+/// lease TTL, a restart quarantine).
+pub const NODE_RECORD: &str = "quorate:node";
+
+/// Keys on one server other than fencing counters and the node's record.
 pub async fn lock_keys(servers: &ServerGroup, i: usize) -> Vec<String> {
     let mut c = conn(servers, i).await;
     let keys: Vec<String> = c.keys("*").await.unwrap();
     keys.into_iter()
-        .filter(|k| !k.ends_with(":fence"))
+        .filter(|k| !k.ends_with(":fence") && !k.ends_with(NODE_RECORD))
         .collect()
 }
 
