@@ -15,7 +15,10 @@
 --          1), or the counter's current value and 0 (ARGV[3] = 0);
 --          {0, pttl} when another owner holds the lock, pttl being the
 --          milliseconds left on its lease.
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+-- A retried acquire (the connection broke before its reply came back)
+-- finds its own token: granted again.
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+  and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), fence_floor())

@@ -34,22 +34,33 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
 
 local permits = tonumber(ARGV[3])
 local wanted = tonumber(ARGV[4])
-if permits - redis.call('ZCARD', KEYS[1]) < wanted then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, tonumber(first[2]) - ms}
-end
-local expiry = ms + tonumber(ARGV[2])
+-- A retried acquire (the connection broke before its reply came back)
+-- finds the slots it took: granted again.
 local got = {}
-local start = tonumber(ARGV[5])
-for i = 0, permits - 1 do
-  local slot = (start + i) % permits
-  local name = string.format('%d', slot)
-  if not redis.call('ZSCORE', KEYS[1], name) then
-    redis.call('ZADD', KEYS[1], expiry, name)
-    redis.call('HSET', KEYS[2], name, ARGV[1])
-    got[#got + 1] = slot
-    if #got == wanted then
-      break
+local owners = redis.call('HGETALL', KEYS[2])
+for i = 1, #owners, 2 do
+  if owners[i + 1] == ARGV[1] and owners[i] ~= 'permits' then
+    got[#got + 1] = tonumber(owners[i])
+  end
+end
+table.sort(got)
+if #got == 0 then
+  if permits - redis.call('ZCARD', KEYS[1]) < wanted then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, tonumber(first[2]) - ms}
+  end
+  local expiry = ms + tonumber(ARGV[2])
+  local start = tonumber(ARGV[5])
+  for i = 0, permits - 1 do
+    local slot = (start + i) % permits
+    local name = string.format('%d', slot)
+    if not redis.call('ZSCORE', KEYS[1], name) then
+      redis.call('ZADD', KEYS[1], expiry, name)
+      redis.call('HSET', KEYS[2], name, ARGV[1])
+      got[#got + 1] = slot
+      if #got == wanted then
+        break
+      end
     end
   end
 end

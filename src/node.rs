@@ -467,6 +467,9 @@ impl Node {
                 return;
             }
             link.reconnecting = true;
+            // Set here, not in the task, so a request right after sees that
+            // an attempt is coming and waits for it.
+            link.attempting = true;
         }
         tokio::spawn(reconnect(self.me.clone()));
     }
@@ -522,29 +525,40 @@ impl Node {
     /// is [`Reply::Quarantined`].
     pub(crate) async fn invoke(&self, call: &Call, timeout: Duration) -> Reply {
         let deadline = tokio::time::Instant::now() + timeout;
-        let Some((mut conn, epoch)) = self.connection(timeout).await else {
-            return Reply::Failed(Failure {
-                message: "not connected".into(),
-                transient: true,
-                mismatch: None,
-            });
-        };
-        let run = invoke_reloading(&mut conn, call.invocation());
-        let reply = match tokio::time::timeout_at(deadline, run).await {
-            Err(_) => {
+        let mut retried = false;
+        let reply = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some((mut conn, epoch)) = self.connection(left).await else {
                 return Reply::Failed(Failure {
-                    message: format!("no answer within {timeout:?}"),
+                    message: "not connected".into(),
                     transient: true,
                     mismatch: None,
                 });
-            }
-            Ok(Err(e)) => {
-                if e.is_unrecoverable_error() || e.is_connection_dropped() {
-                    self.broken(epoch);
+            };
+            let run = invoke_reloading(&mut conn, call.invocation());
+            match tokio::time::timeout_at(deadline, run).await {
+                Err(_) => {
+                    return Reply::Failed(Failure {
+                        message: format!("no answer within {timeout:?}"),
+                        transient: true,
+                        mismatch: None,
+                    });
                 }
-                return Reply::Failed(failure(e));
+                // The connection broke (a restart, a reset): try once more on
+                // a new one within the timeout. Every script may run twice
+                // harmlessly (a retried acquire finds its own token; others
+                // are keyed by operation or owner), should the first have
+                // landed after all.
+                Ok(Err(e)) if e.is_unrecoverable_error() || e.is_connection_dropped() => {
+                    self.broken(epoch);
+                    if retried {
+                        return Reply::Failed(failure(e));
+                    }
+                    retried = true;
+                }
+                Ok(Err(e)) => return Reply::Failed(failure(e)),
+                Ok(Ok(reply)) => break reply,
             }
-            Ok(Ok(reply)) => reply,
         };
         let mut values = reply.into_iter();
         let Some(status) = values.next() else {

@@ -1,14 +1,16 @@
 //! Cancel safety of `lock()`: dropped at every millisecond from 0 to 30 ms
 //! (before, during and after its scripts run, with and without a holder, on
-//! 1 and 3 nodes, and with a frozen node keeping scripts in flight), it
-//! leaves no lock behind: the lock is free again at once rather than after
-//! the TTL, and no lock key is left on any node.
+//! 1 and 3 nodes, with a frozen node keeping scripts in flight, and with a
+//! slow node still reloading its script when the fencing round is cut
+//! short), it leaves no lock behind: the lock is free again at once rather
+//! than after the TTL, and no lock key is left on any node. A waiter dropped
+//! while it subscribes leaves no subscription behind.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use quorate::testkit::ServerGroup;
+use quorate::testkit::{FaultProxy, ServerGroup};
 use quorate::{Mutex, Quorum};
 
 /// Short, so a leftover key would expire soon, yet long enough that its
@@ -102,4 +104,90 @@ async fn cancelled_lock_leaves_nothing_behind_with_a_paused_node() {
     })
     .await;
     assert!(clean, "lock keys left on the resumed node");
+}
+
+/// The release script as quorate loads it (prelude first), to load it
+/// alone on a node.
+const RELEASE_SOURCE: &str = concat!(
+    include_str!("../lua/prelude.lua"),
+    include_str!("../lua/mutex_release.lua")
+);
+
+/// A lock dropped during its fencing round, while a slow node is still
+/// reloading the acquire script after a flush (three round trips), must not
+/// have its undo overtake that acquire there: the undo waits for the
+/// acquire's answer. Here the release script is loaded on that node, so an
+/// undo sent at once would run first and the acquire land after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_dropped_during_fencing_leaves_no_key_on_a_node_still_reloading() {
+    let servers = ServerGroup::start(3).unwrap();
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        proxies.push(FaultProxy::start(servers[i].port()).await.unwrap());
+    }
+    let q = Quorum::builder()
+        .nodes(proxies.iter().map(FaultProxy::url))
+        .ttl(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let mutex = Mutex::new(&q, "reloading");
+    let mut slow = common::conn(&servers, 2).await;
+    for ms in 2..=8 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut slow)
+            .await
+            .unwrap();
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(RELEASE_SOURCE)
+            .query_async(&mut slow)
+            .await
+            .unwrap();
+        proxies[0].set_latency(Duration::from_millis(1), Duration::ZERO);
+        proxies[1].set_latency(Duration::from_millis(1), Duration::ZERO);
+        // Three round trips of 14 ms fit the 50 ms per-node timeout.
+        proxies[2].set_latency(Duration::from_millis(7), Duration::ZERO);
+        let attempt = tokio::time::timeout(Duration::from_millis(ms), mutex.lock()).await;
+        if let Ok(guard) = attempt {
+            guard.unwrap().release().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for p in &proxies {
+            p.heal();
+        }
+        for i in 0..3 {
+            let keys = common::lock_keys(&servers, i).await;
+            assert!(
+                keys.is_empty(),
+                "dropped at {ms} ms: {keys:?} left on node {i}"
+            );
+        }
+    }
+}
+
+/// A waiter dropped while its subscription is being confirmed unsubscribes:
+/// nothing is left subscribed on the node afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_dropped_while_subscribing_leaves_no_subscription() {
+    let servers = ServerGroup::start(1).unwrap();
+    let holder_client = common::builder(&servers).build().await.unwrap();
+    let holder = Mutex::new(&holder_client, "watched").lock().await.unwrap();
+    let proxy = FaultProxy::start(servers[0].port()).await.unwrap();
+    let q = Quorum::builder().node(proxy.url()).build().await.unwrap();
+    // A 60 ms round trip: the subscription's confirmation takes longer than
+    // the 50 ms a waiter gives it, so every drop below lands in or around
+    // that wait.
+    proxy.set_latency(Duration::from_millis(30), Duration::ZERO);
+    let mutex = Mutex::new(&q, "watched");
+    for ms in (40..=160).step_by(10) {
+        let _ = tokio::time::timeout(Duration::from_millis(ms), mutex.lock()).await;
+        let gone = common::eventually(Duration::from_secs(1), || async {
+            common::subscribers(&servers, 0, "{watched}:ready").await == 0
+        })
+        .await;
+        assert!(gone, "dropped at {ms} ms: still subscribed");
+    }
+    holder.release().await.unwrap();
 }

@@ -197,3 +197,119 @@ async fn lost_completes_at_the_deadline_without_extension() {
     assert!(!guard.is_valid());
     assert_eq!(guard.remaining(), Duration::ZERO);
 }
+
+/// The expiry of `key` on each server, in wall-clock ms (`PEXPIRETIME`);
+/// negative when the key is missing or has none.
+async fn expiries(servers: &quorate::testkit::ServerGroup, key: &str) -> Vec<i64> {
+    let mut all = Vec::new();
+    for i in 0..servers.len() {
+        let mut c = common::conn(servers, i).await;
+        all.push(
+            redis::cmd("PEXPIRETIME")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+        );
+    }
+    all
+}
+
+/// A guard's deadline as wall-clock ms, comparable with `PEXPIRETIME` on
+/// local servers.
+fn wall_ms(deadline: Instant) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let ahead = deadline.saturating_duration_since(Instant::now());
+    (now + ahead).as_millis() as i64
+}
+
+/// An extension shorter than what is left never shortens the lease: the
+/// key keeps its expiry, the guard its deadline, and nobody else gets the
+/// lock while the guard says it is valid.
+#[tokio::test]
+async fn a_shorter_extend_never_lets_another_client_in_while_the_guard_is_valid() {
+    for n in [1, 3] {
+        let (servers, q) = common::cluster(n).await;
+        let other = common::builder(&servers).build().await.unwrap();
+        let guard = Mutex::new(&q, "shrunk")
+            .with_ttl(Duration::from_secs(5))
+            .auto_extend(false)
+            .lock()
+            .await
+            .unwrap();
+        let before = guard.deadline();
+        guard.extend(SHORT).await.unwrap();
+        assert_eq!(guard.deadline(), before, "{n} nodes");
+        for expiry in expiries(&servers, "shrunk").await {
+            assert!(expiry >= wall_ms(guard.deadline()), "{n} nodes");
+        }
+        tokio::time::sleep(SHORT + SLACK).await;
+        assert!(guard.is_valid());
+        let rival = Mutex::new(&other, "shrunk").try_lock().await.unwrap();
+        assert!(rival.is_none(), "{n} nodes: a second holder");
+        // A longer one does extend.
+        guard.extend(Duration::from_secs(8)).await.unwrap();
+        assert!(guard.deadline() > before);
+        guard.release().await.unwrap();
+    }
+}
+
+/// The semaphore's extensions follow the same rule.
+#[tokio::test]
+async fn a_shorter_extend_never_shortens_a_permit() {
+    let (servers, q) = common::cluster(3).await;
+    let other = common::builder(&servers).build().await.unwrap();
+    let permit = quorate::Semaphore::new(&q, "shrunk-permits", 1)
+        .with_ttl(Duration::from_secs(5))
+        .auto_extend(false)
+        .acquire()
+        .await
+        .unwrap();
+    let before = permit.deadline();
+    permit.extend(SHORT).await.unwrap();
+    assert_eq!(permit.deadline(), before);
+    tokio::time::sleep(SHORT + SLACK).await;
+    assert!(permit.is_valid());
+    let sem = quorate::Semaphore::new(&other, "shrunk-permits", 1);
+    assert!(
+        sem.try_acquire().await.unwrap().is_none(),
+        "a second permit"
+    );
+    permit.release().await.unwrap();
+}
+
+/// A renewal sent before the deadline but answered after it comes too late:
+/// the lease was lost at the deadline and stays lost.
+#[tokio::test]
+async fn a_lease_seen_lost_stays_lost_when_a_late_renewal_lands() {
+    let server = quorate::testkit::RedisServer::start().unwrap();
+    let proxy = quorate::testkit::FaultProxy::start(server.port())
+        .await
+        .unwrap();
+    let q = quorate::Quorum::builder()
+        .node(proxy.url())
+        .build()
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(400);
+    let guard = Mutex::new(&q, "late")
+        .with_ttl(ttl)
+        .auto_extend(false)
+        .lock()
+        .await
+        .unwrap();
+    // The per-node timeout is 20 ms (ttl / 20); a 16 ms round trip fits.
+    proxy.set_latency(Duration::from_millis(8), Duration::ZERO);
+    let deadline = guard.deadline();
+    tokio::time::sleep_until((deadline - Duration::from_millis(4)).into()).await;
+    let extended = guard.extend(ttl).await;
+    assert!(Instant::now() > deadline);
+    assert!(matches!(extended, Err(Error::NotHeld)), "{extended:?}");
+    assert!(!guard.is_valid());
+    assert_eq!(guard.remaining(), Duration::ZERO);
+    tokio::time::timeout(Duration::from_millis(50), guard.lost())
+        .await
+        .unwrap();
+}

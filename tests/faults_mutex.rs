@@ -707,6 +707,221 @@ async fn nc_m6_undelayed_restart_lets_two_holders_overlap() {
     drop(servers);
 }
 
+/// The tally of a refused attempt, when it was refused for want of votes.
+fn shortfall(result: quorate::Result<Option<MutexGuard>>) -> Option<Tally> {
+    match result {
+        Ok(None) => None,
+        Ok(Some(guard)) => panic!("locked: {guard:?}"),
+        Err(Error::Quorum(tally)) => Some(tally),
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+/// M-6 at first contact: the deployment has run for 3 s, A holds a lock on
+/// {0, 1, 2}, node 2 restarts empty, and a client C that connects only then
+/// and reaches {2, 3, 4} must not get the lock while A holds it. C never
+/// saw node 2's old `run_id`; node 2 started 3 s after nodes 3 and 4, and
+/// that is enough. C then records the quarantine on node 2, so a client
+/// that reaches node 2 alone honours it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_a_client_that_connects_after_a_restart_does_not_trust_the_restarted_node() {
+    let mut servers = ServerGroup::start(5).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a_view = View::start(&servers).await;
+    a_view.reach(&[0, 1, 2]);
+    let a = a_view
+        .builder()
+        .config(fast_config(M6_TTL))
+        .build()
+        .await
+        .unwrap();
+    let history = History::new();
+    let a_guard = Mutex::new(&a, "m6-first-contact")
+        .with_ttl(M6_TTL)
+        .auto_extend(false)
+        .lock()
+        .await
+        .unwrap();
+    let a_id = record(&history, "A", &a_guard);
+    common::blocking(|| servers[2].restart().unwrap());
+
+    let c_view = View::start(&servers).await;
+    c_view.reach(&[2, 3, 4]);
+    let c = c_view
+        .builder()
+        .config(fast_config(M6_TTL))
+        .build()
+        .await
+        .unwrap();
+    let c_mutex = Mutex::new(&c, "m6-first-contact").with_ttl(M6_TTL);
+    let alone = Quorum::connect([servers[2].url()]).await.unwrap();
+    let mut quarantined = false;
+    while a_guard.is_valid() {
+        let tally = shortfall(c_mutex.try_lock().await).expect("nobody refuses C");
+        quarantined |= matches!(tally.nodes[2].vote, Vote::Quarantined { .. });
+        // Node 2's own record says so to a client that reaches nobody else.
+        let tally = shortfall(Mutex::new(&alone, "elsewhere").try_lock().await);
+        let vote = tally.expect("node 2 alone is quarantined").nodes[0]
+            .vote
+            .clone();
+        assert!(matches!(vote, Vote::Quarantined { .. }), "{vote}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(quarantined, "C counted node 2 at once");
+    let c_guard = c_mutex.lock_timeout(Duration::from_secs(4)).await.unwrap();
+    let c_id = record(&history, "C", &c_guard);
+    release(&history, c_id, c_guard).await.unwrap();
+    let _ = release(&history, a_id, a_guard).await;
+    assert_no_overlap(&history, "m6-first-contact");
+    a_view.shutdown().await;
+    c_view.shutdown().await;
+}
+
+/// The quarantine is the deployment's longest lease, not this process's:
+/// A (max_ttl 3 s) recorded its bound on every node at connect; C, with
+/// leases of 500 ms and first contact after node 2 restarted, still keeps
+/// node 2 out for A's 3 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_the_quarantine_covers_the_longest_lease_of_any_process() {
+    const LONG: Duration = Duration::from_secs(3);
+    let mut servers = ServerGroup::start(5).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a_view = View::start(&servers).await;
+    let a = a_view
+        .builder()
+        .config(fast_config(LONG))
+        .build()
+        .await
+        .unwrap();
+    a_view.reach(&[0, 1, 2]);
+    let a_guard = Mutex::new(&a, "m6-bound")
+        .with_ttl(LONG)
+        .auto_extend(false)
+        .lock()
+        .await
+        .unwrap();
+    common::blocking(|| servers[2].restart().unwrap());
+    let c_view = View::start(&servers).await;
+    c_view.reach(&[2, 3, 4]);
+    let c = c_view
+        .builder()
+        .config(fast_config(Duration::from_millis(500)))
+        .build()
+        .await
+        .unwrap();
+    let c_mutex = Mutex::new(&c, "m6-bound");
+    while a_guard.is_valid() {
+        let tally = shortfall(c_mutex.try_lock().await).expect("nobody refuses C");
+        assert!(tally.granted < tally.needed, "{tally}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a_view.shutdown().await;
+    c_view.shutdown().await;
+}
+
+/// A node whose persistence cannot lose an acknowledged write (AOF with
+/// `appendfsync always`) keeps its leases across a restart, so its votes
+/// count at once, and the lease it held is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_a_node_that_persists_every_write_counts_at_once_after_a_restart() {
+    let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut server = quorate::testkit::RedisServer::start_with(&durable).unwrap();
+    let q = Quorum::connect([server.url()]).await.unwrap();
+    let held = Mutex::new(&q, "kept")
+        .auto_extend(false)
+        .lock()
+        .await
+        .unwrap();
+    common::blocking(|| server.restart().unwrap());
+    let other = Mutex::new(&q, "fresh");
+    let fresh = common::eventually(Duration::from_secs(1), || async {
+        matches!(other.try_lock().await, Ok(Some(_)))
+    })
+    .await;
+    assert!(fresh, "a durable node was quarantined");
+    assert!(Mutex::new(&q, "kept").try_lock().await.unwrap().is_none());
+    held.extend(Duration::from_secs(10)).await.unwrap();
+    held.release().await.unwrap();
+}
+
+/// Emulates a node clock running `ahead` of the others, as far as fencing
+/// goes: the clock only sets the floor of the counters, so the node's
+/// counter for `name` is raised to where that floor would be.
+async fn clock_ahead(servers: &ServerGroup, i: usize, name: &str, ahead: Duration) {
+    let mut c = common::conn(servers, i).await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.unwrap();
+    let ms = secs * 1000 + micros / 1000 + ahead.as_millis() as u64;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{name}}}:fence"))
+        .arg(ms * 1024)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+/// A's lease commits its token on {X, B} while X's clock runs `ahead`; B
+/// restarts empty; H then locks on {B, C}. Returns both tokens.
+async fn tokens_across_a_clock_offset(ahead: Duration) -> (u64, u64) {
+    let name = "fenced";
+    let ttl = Duration::from_secs(1);
+    let mut servers = ServerGroup::start(3).unwrap();
+    let a_view = View::start(&servers).await;
+    let h_view = View::start(&servers).await;
+    let a = a_view
+        .builder()
+        .config(fast_config(ttl))
+        .build()
+        .await
+        .unwrap();
+    let h = h_view
+        .builder()
+        .config(fast_config(ttl))
+        .build()
+        .await
+        .unwrap();
+    a_view.reach(&[0, 1]);
+    h_view.reach(&[1, 2]);
+    clock_ahead(&servers, 0, name, ahead).await;
+    let a_guard = Mutex::new(&a, name).with_ttl(ttl).lock().await.unwrap();
+    let first = a_guard.fencing_token();
+    a_guard.release().await.unwrap();
+    common::blocking(|| servers[1].restart().unwrap());
+    // H saw node 1 restart, so it waits out the quarantine first.
+    let h_guard = Mutex::new(&h, name)
+        .with_ttl(ttl)
+        .lock_timeout(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let later = h_guard.fencing_token();
+    h_guard.release().await.unwrap();
+    a_view.shutdown().await;
+    h_view.shutdown().await;
+    (first, later)
+}
+
+/// Fencing tokens stay monotonic across a restart when node clocks differ
+/// by less than the restart quarantine (max_ttl, here 1 s): the restarted
+/// node sits out longer than the offset, and its clock floor passes the
+/// token that was lost with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_rise_across_a_restart_when_node_clocks_differ_by_less_than_the_quarantine()
+{
+    let (first, later) = tokens_across_a_clock_offset(Duration::from_millis(300)).await;
+    assert!(later > first, "token {later} after {first}");
+}
+
+/// Negative control: with a node clock 10 s ahead and a 1 s quarantine, the
+/// token lost with the restart was above anything the others' clocks give,
+/// and the next holder's token is smaller. This is the assumption the docs
+/// state: node clocks within max_ttl of each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nc_fencing_tokens_fall_when_a_node_clock_is_ahead_by_more_than_the_quarantine() {
+    let (first, later) = tokens_across_a_clock_offset(Duration::from_secs(10)).await;
+    assert!(later < first, "token {later} after {first}");
+}
+
 // ---------------------------------------------------------------------------
 // M-8: asymmetric partition that keeps changing
 // ---------------------------------------------------------------------------

@@ -869,3 +869,138 @@ async fn r2_a_lock_crashed_at_depth_three_frees_after_the_ttl_with_a_larger_toke
     guard.release().await.unwrap();
     assert_safe(&history, &Spec::new().reentrant(NAME));
 }
+
+/// B-2: clients that each miss a different node. Three nodes, two parties:
+/// X cannot reach node 1, Y cannot reach node 2, Z reaches all; they arrive
+/// X, Y, Z, 400 ms apart. Per-node counting let all three through
+/// generation 0; now a generation releases at most its parties, one of them
+/// the leader, and Z waits for the next generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b2_parties_that_each_miss_a_node_never_release_more_than_parties() {
+    const NAME: &str = "b2";
+    let servers = ServerGroup::start(3).unwrap();
+    let history = History::new();
+    let views = [
+        view(&servers, &[0, 2], |b| b).await,
+        view(&servers, &[0, 1], |b| b).await,
+        view(&servers, &[0, 1, 2], |b| b).await,
+    ];
+    let mut waits = Vec::new();
+    for (party, v) in ["x", "y", "z"].into_iter().zip(&views) {
+        let barrier = Barrier::new(&v.quorum, NAME, 2);
+        let history = history.clone();
+        waits.push(tokio::spawn(async move {
+            history.arrived(NAME, party, Instant::now());
+            let result = barrier.wait_timeout(Duration::from_secs(3)).await;
+            match &result {
+                Ok(done) => history.barrier_released(
+                    NAME,
+                    party,
+                    done.generation(),
+                    done.is_leader(),
+                    Instant::now(),
+                ),
+                Err(Error::BrokenBarrier) => history.barrier_broken(NAME, party, Instant::now()),
+                Err(_) => history.barrier_unknown(NAME, party, Instant::now()),
+            }
+            result
+        }));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let mut released = Vec::new();
+    for wait in waits {
+        if let Ok(done) = wait.await.unwrap() {
+            released.push(done.generation());
+        }
+    }
+    let in_first = released.iter().filter(|&&g| g == 0).count();
+    assert!(in_first <= 2, "generation 0 released {in_first}\n{history}");
+    assert_eq!(in_first, 2, "x and y make generation 0\n{history}");
+    assert_safe(&history, &Spec::new().barrier_safety(NAME, 2));
+}
+
+/// L-4: a latch seen open is never read closed later. A writer that reaches
+/// only node 0 counts down (it fails: one node of three), leaving its id on
+/// node 0 alone. A reader reaching every node unions that id in and sees
+/// the latch open; a later reader that cannot reach node 0 must see it open
+/// too, so the first reader made the id durable on a majority first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_a_latch_seen_open_is_never_read_closed_by_a_partial_view() {
+    const NAME: &str = "l4";
+    let servers = ServerGroup::start(3).unwrap();
+    let history = History::new();
+    let writer = view(&servers, &[0, 1, 2], |b| b.ttl(Duration::from_millis(300))).await;
+    writer.proxies[1].refuse(true);
+    writer.proxies[2].refuse(true);
+    writer.proxies[1].reset();
+    writer.proxies[2].reset();
+    let latch = Latch::new(&writer.quorum, NAME, 1);
+    let invoked = Instant::now();
+    let counted = latch.count_down_as("x").await;
+    history.count_down(NAME, "x", invoked, counted.is_ok());
+    assert!(counted.is_err(), "one node of three acknowledged it");
+    assert_eq!(ids_on(&servers, 0, NAME).await, 1);
+
+    let everyone = view(&servers, &[0, 1, 2], |b| b).await;
+    let reader = Latch::new(&everyone.quorum, NAME, 1);
+    reader.wait_timeout(SOON).await.unwrap();
+    history.latch_observed(NAME, true, Instant::now());
+
+    let partial = view(&servers, &[1, 2], |b| b).await;
+    let later = Latch::new(&partial.quorum, NAME, 1);
+    assert_eq!(observe(&later, &history).await, 0, "read closed again");
+    assert_safe(&history, &Spec::new().latch(NAME, 1));
+}
+
+/// S-5: a node whose grant reply was lost may have granted another slot
+/// than the majority (here a foreign holder takes slot 0 there): the
+/// release, by owner token, frees it too instead of leaving it to the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_a_permit_whose_grant_reply_was_lost_frees_every_slot_at_release() {
+    const NAME: &str = "s5";
+    let servers = ServerGroup::start(3).unwrap();
+    let v = view(&servers, &[0, 1, 2], |b| b).await;
+    let sem = Semaphore::new(&v.quorum, NAME, 2).with_ttl(Duration::from_secs(10));
+    // Slot 0 is someone else's on node 2 only.
+    let mut c = common::conn(&servers, 2).await;
+    let far: i64 = 9_999_999_999_999;
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(NAME)
+        .arg(far)
+        .arg("0")
+        .cmd("HSET")
+        .arg(format!("{{{NAME}}}:owners"))
+        .arg("0")
+        .arg("foreign")
+        .arg("permits")
+        .arg(2)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    v.proxies[2].drop_replies(true);
+    let mut permit = None;
+    while permit.is_none() {
+        // The start slot is random: wait for the one that splits node 2.
+        let p = sem.acquire().await.unwrap();
+        if p.slots() == [0] {
+            permit = Some(p);
+        } else {
+            p.release().await.unwrap();
+        }
+    }
+    let permit = permit.unwrap();
+    heal(&v.proxies);
+    let mine = owners_on(&servers, 2, NAME).await;
+    assert!(
+        mine.iter().any(|(slot, _)| slot == "1"),
+        "node 2 granted slot 1: {mine:?}"
+    );
+    permit.release().await.unwrap();
+    let left = owners_on(&servers, 2, NAME).await;
+    assert_eq!(
+        left,
+        vec![("0".to_owned(), "foreign".to_owned())],
+        "{left:?}"
+    );
+}

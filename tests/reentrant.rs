@@ -319,3 +319,45 @@ async fn empty_owner_or_name_is_refused_before_any_io() {
         held.release().await.unwrap();
     }
 }
+
+/// One hold's short TTL never cuts another's: an inner hold of 300 ms,
+/// taken through another handle and dropped, leaves the outer hold of 5 s
+/// in force, and no other owner gets the lock meanwhile.
+#[tokio::test]
+async fn a_short_inner_hold_never_cuts_the_outer_hold() {
+    for setup in common::one_node_and_three_with_one_down().await {
+        let owner = "job-9";
+        let outer = ReentrantLock::new(&setup.quorum, "nested", owner)
+            .with_ttl(Duration::from_secs(5))
+            .lock()
+            .await
+            .unwrap();
+        let inner = ReentrantLock::new(&setup.quorum, "nested", owner)
+            .with_ttl(CRASH_TTL)
+            .auto_extend(false)
+            .lock()
+            .await
+            .unwrap();
+        drop(inner);
+        tokio::time::sleep(CRASH_TTL * 2).await;
+        assert!(outer.is_valid(), "{}", setup.label);
+        let other = ReentrantLock::new(&setup.fast_client().await, "nested", "job-10");
+        assert!(
+            other.try_lock().await.unwrap().is_none(),
+            "{}: another owner got the lock while the outer hold was valid",
+            setup.label
+        );
+        // An inner hold left to expire does not cut it either.
+        let lapsing = ReentrantLock::new(&setup.quorum, "nested", owner)
+            .with_ttl(CRASH_TTL)
+            .auto_extend(false)
+            .lock()
+            .await
+            .unwrap();
+        std::mem::forget(lapsing);
+        tokio::time::sleep(CRASH_TTL * 2).await;
+        assert!(other.try_lock().await.unwrap().is_none(), "{}", setup.label);
+        outer.release().await.unwrap();
+        assert!(other.try_lock().await.unwrap().is_some(), "{}", setup.label);
+    }
+}

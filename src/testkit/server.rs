@@ -46,6 +46,8 @@ pub struct RedisServer {
     port: u16,
     binary: PathBuf,
     dir: PathBuf,
+    /// Arguments after the defaults, kept across restarts.
+    extra: Vec<String>,
     /// Behind a mutex so `&self` methods can reap a server that died on its
     /// own; otherwise its pid could be reused and `pause` would stop a
     /// stranger's process.
@@ -62,9 +64,23 @@ impl RedisServer {
     /// it) if the binary cannot be found, or with an error containing the
     /// server's log if it does not come up after several ports were tried.
     pub fn start() -> io::Result<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server as [`start`](Self::start) does, with `args` after the
+    /// defaults (a later argument wins in redis-server), for this start and
+    /// every [`restart`](Self::restart). For instance `["--appendonly",
+    /// "yes", "--appendfsync", "always"]` makes a server that keeps every
+    /// acknowledged write across a kill: restarts then keep its data.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with(args: &[&str]) -> io::Result<RedisServer> {
         let binary = binary_path();
         retry(FRESH_PORT_ATTEMPTS, Duration::ZERO, || {
             let mut server = RedisServer::prepare(binary.clone(), free_port()?)?;
+            server.extra = args.iter().map(|a| (*a).to_owned()).collect();
             server.launch()?;
             Ok(server)
         })
@@ -121,8 +137,9 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
-    /// Kills the server if it is running and starts it again, empty, on the
-    /// same port, waiting until it answers PING.
+    /// Kills the server if it is running and starts it again on the same
+    /// port, waiting until it answers PING. It comes back empty, unless it
+    /// was started with persistence ([`start_with`](Self::start_with)).
     ///
     /// # Errors
     ///
@@ -168,12 +185,13 @@ impl RedisServer {
             port,
             binary,
             dir,
+            extra: Vec::new(),
             child,
         })
     }
 
     fn launch(&mut self) -> io::Result<()> {
-        let child = spawn(&self.binary, self.port, &self.dir)?;
+        let child = spawn(&self.binary, self.port, &self.dir, &self.extra)?;
         *self.child.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(child);
         let ready = self.wait_ready();
         if ready.is_err() {
@@ -293,6 +311,13 @@ impl ServerGroup {
     }
 }
 
+impl From<Vec<RedisServer>> for ServerGroup {
+    /// A group of servers started one by one (with other arguments, say).
+    fn from(servers: Vec<RedisServer>) -> ServerGroup {
+        ServerGroup { servers }
+    }
+}
+
 impl Index<usize> for ServerGroup {
     type Output = RedisServer;
 
@@ -344,7 +369,7 @@ fn retry<T>(
     }
 }
 
-fn spawn(binary: &Path, port: u16, dir: &Path) -> io::Result<Child> {
+fn spawn(binary: &Path, port: u16, dir: &Path, extra: &[String]) -> io::Result<Child> {
     // Errors printed before redis opens its logfile (bad arguments, say)
     // go to stdout/stderr; sending those to the log keeps them visible.
     let log = OpenOptions::new()
@@ -359,6 +384,7 @@ fn spawn(binary: &Path, port: u16, dir: &Path) -> io::Result<Child> {
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join(LOG_FILE))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -418,7 +444,7 @@ mod tests {
     fn missing_binary_names_the_fix() {
         let dir = std::env::temp_dir().join(format!("quorate-missing-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let err = spawn(Path::new("/nonexistent/redis-server"), 1, &dir).unwrap_err();
+        let err = spawn(Path::new("/nonexistent/redis-server"), 1, &dir, &[]).unwrap_err();
         let _ = fs::remove_dir_all(&dir);
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         let message = err.to_string();
