@@ -3,9 +3,15 @@
 //! A lease knows its owner token, fencing token and local deadline. With
 //! auto-extension a keeper task renews it at about a third of its TTL through
 //! the engine; a definite "not yours" from a quorum, or the deadline passing
-//! without a renewal, marks it lost. The keeper is aborted at release; a
-//! renewal it had in flight may still reach a node after the release, where
-//! it finds no key and does nothing: extend scripts never re-create a key.
+//! without a renewal, marks it lost, for good: a renewal answered after the
+//! deadline does not revive it. The keeper is aborted at release; a renewal
+//! it had in flight may still reach a node after the release, where it finds
+//! no key and does nothing: extend scripts never re-create a key.
+//!
+//! Extend scripts never shorten a TTL either, so extensions commute: on
+//! each node the key lives at least as long as the longest extension that
+//! landed there asked, and the local deadline, the latest of the
+//! extensions a quorum confirmed, never lies past it.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -34,14 +34,29 @@
 //!   Send the token with every write, and make the resource refuse tokens
 //!   smaller than one it has seen.
 //! - **Restarts.** A node that restarts without persistence forgets the
-//!   leases it granted. Its votes carry its server's `run_id`, and once a
-//!   client sees a new one it does not count that node for the longest lease
-//!   TTL in use ([`Config::restart_quarantine`]). A client that first meets
-//!   a node after it restarted cannot tell: with clients that come and go,
-//!   run Redis with `appendfsync always`.
+//!   leases it granted. Restarts are detected when a connection is
+//!   (re)established: a node whose `run_id` changed, or that at first
+//!   contact started well after the oldest node of the quorum, or that
+//!   carries another client's record of its quarantine, grants no lease
+//!   that counts for the deployment's `max_ttl` plus drift
+//!   ([`Config::max_ttl`], [`Config::restart_quarantine`]). Every process
+//!   records its `max_ttl` on the nodes and takes the largest recorded, so
+//!   the quarantine covers every process's leases. Nodes that persist
+//!   every write (`appendfsync always`) are trusted at once, and a fresh
+//!   deployment locks at once. The limits are in the `node` module's
+//!   notes, repeated in the README: a restart within about two seconds of
+//!   the oldest visible node's start looks like a fresh start, and one node
+//!   alone cannot tell a restart it did not see.
+//! - **Extensions never shorten a lease.** `extend(d)` makes a lease last
+//!   at least `d` from now; the scripts never lower a TTL, so a guard's
+//!   deadline, the latest any extension reported, is never later than the
+//!   moment the servers may expire its key. One reentrant hold never
+//!   shortens another's.
 //! - **Fencing tokens** strictly increase per resource, also over several
 //!   nodes, and are floored at the server clock (ms × 1024) so they keep
-//!   increasing after a node restarts empty, unless its clock went back.
+//!   increasing after a node restarts empty, as long as node clocks differ
+//!   by less than the restart quarantine (`max_ttl`): a restarted node sits
+//!   out longer than the offset, and its floor passes the token it lost.
 //! - **Bounded time.** Every node request has a timeout; a hung node costs
 //!   one timeout, never a hang. Waiting, extension and release end.
 //! - **Nothing is lost.** A crashed holder's lock comes back after its TTL;
