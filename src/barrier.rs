@@ -33,15 +33,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::client::Quorum;
 use crate::config::Timing;
+use crate::engine::{self, Call, Payload, Reply, Round, backoff, invocation, random_unit, scripts};
 use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::lease::owner_token;
-use crate::node::{Payload, Reply};
-use crate::quorum::{Call, Round, invocation};
-use crate::scripts;
-use crate::wait::random_unit;
+use crate::quorum::Quorum;
 
 /// A distributed cyclic barrier: `parties` waiters across processes block
 /// until the last one arrives, then all are released together and the
@@ -85,6 +82,7 @@ pub struct Barrier {
     name: String,
     parties: u32,
     ttl: Duration,
+    keys: Result<BarrierKeys>,
 }
 
 /// What [`Barrier::wait`] returns: the generation released, and whether
@@ -119,9 +117,11 @@ impl Barrier {
     /// `2..=`[`MAX_PARTIES`](Self::MAX_PARTIES) ([`Error::InvalidArgument`]
     /// otherwise, and nothing is sent).
     pub fn new(quorum: &Quorum, name: impl Into<String>, parties: u32) -> Barrier {
+        let name = name.into();
         Barrier {
+            keys: keys(quorum, &name, parties, Self::DEFAULT_TTL),
             quorum: quorum.clone(),
-            name: name.into(),
+            name,
             parties,
             ttl: Self::DEFAULT_TTL,
         }
@@ -132,6 +132,7 @@ impl Barrier {
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Barrier {
         self.ttl = ttl;
+        self.keys = keys(&self.quorum, &self.name, self.parties, ttl);
         self
     }
 
@@ -183,11 +184,12 @@ impl Barrier {
     async fn wait_inner(&self, timeout: Option<Duration>) -> Result<BarrierWaitResult> {
         let party = Party {
             barrier: self,
-            keys: self.keys()?,
+            keys: self.keys.as_ref().map_err(Clone::clone)?,
             id: owner_token(),
         };
         let deadline = timeout.map(|t| Instant::now() + t);
-        let watch = self.quorum.notifier().watch(&party.keys.channel).await;
+        let nodes = self.quorum.nodes();
+        let watch = nodes.notifier().watch(&party.keys.channel).await;
         let state = Mutex::new(Seating::default());
         let mut pause = 0u32;
         loop {
@@ -208,7 +210,7 @@ impl Barrier {
                             .give_up(generation, e, timeout.unwrap_or_default())
                             .await;
                     }
-                    let backoff = self.quorum.config().backoff(pause);
+                    let backoff = backoff(nodes.config(), pause);
                     let wake = deadline.map_or(Instant::now() + backoff, |d| {
                         d.min(Instant::now() + backoff)
                     });
@@ -221,25 +223,27 @@ impl Barrier {
             }
         }
     }
-
-    /// The keys and timing, checked.
-    fn keys(&self) -> Result<BarrierKeys> {
-        if self.parties < 2 || self.parties > Self::MAX_PARTIES {
-            return Err(Error::argument(
-                "parties",
-                format!("{} is outside 2..={}", self.parties, Self::MAX_PARTIES),
-            ));
-        }
-        let timing = self.quorum.config().state_timing(self.ttl)?;
-        let keys = Keys::new(&self.quorum.config().key_prefix, &self.name)?;
-        Ok(BarrierKeys {
-            channel: keys.sibling("ready")?,
-            state: keys.main,
-            timing,
-        })
-    }
 }
 
+/// The keys and timing of a barrier, checked.
+fn keys(quorum: &Quorum, name: &str, parties: u32, ttl: Duration) -> Result<BarrierKeys> {
+    if !(2..=Barrier::MAX_PARTIES).contains(&parties) {
+        return Err(Error::argument(
+            "parties",
+            format!("{parties} is outside 2..={}", Barrier::MAX_PARTIES),
+        ));
+    }
+    let config = quorum.config();
+    let timing = config.state_timing(ttl)?;
+    let keys = Keys::new(&config.key_prefix, name)?;
+    Ok(BarrierKeys {
+        channel: keys.sibling("ready")?,
+        state: keys.main,
+        timing,
+    })
+}
+
+#[derive(Debug, Clone)]
 struct BarrierKeys {
     state: String,
     channel: String,
@@ -288,7 +292,7 @@ enum Step {
 /// One waiter's arrival.
 struct Party<'a> {
     barrier: &'a Barrier,
-    keys: BarrierKeys,
+    keys: &'a BarrierKeys,
     id: String,
 }
 
@@ -299,10 +303,7 @@ impl Party<'_> {
 
     /// Takes or reads a seat on every node.
     async fn arrive(&self, seating: Seating) -> Round {
-        let mut inv = invocation(
-            &scripts::BARRIER_ARRIVE,
-            std::slice::from_ref(&self.keys.state),
-        );
+        let mut inv = invocation(&scripts::BARRIER_ARRIVE, &[&self.keys.state]);
         inv.arg(&self.id)
             .arg(self.barrier.parties)
             .arg(
@@ -316,20 +317,19 @@ impl Party<'_> {
             .arg(&self.keys.channel)
             .arg(u8::from(self.quorum().node_count() == 1));
         let timeout = self.keys.timing.node_timeout;
-        self.quorum().round_all(Call::new(inv), timeout).await
+        engine::gather(self.quorum().nodes(), Call::new(inv), timeout).await
     }
 
     /// Proposes an outcome on every node.
     async fn decide(&self, generation: u64, outcome: &str) -> Round {
         let call = self.decide_call(generation, outcome, &self.id);
         let timeout = self.keys.timing.node_timeout;
-        self.quorum().round_all(call, timeout).await
+        engine::gather(self.quorum().nodes(), call, timeout).await
     }
 
     /// The proposal of `outcome`, replying about `party`'s membership.
     fn decide_call(&self, generation: u64, outcome: &str, party: &str) -> Call {
-        let keys = std::slice::from_ref(&self.keys.state);
-        let mut inv = invocation(&scripts::BARRIER_DECIDE, keys);
+        let mut inv = invocation(&scripts::BARRIER_DECIDE, &[&self.keys.state]);
         inv.arg(generation)
             .arg(outcome)
             .arg(party)
@@ -406,7 +406,7 @@ impl Party<'_> {
                     return Step::Again;
                 }
                 Next::Unavailable => {
-                    let e = round.shortfall(self.quorum(), &self.barrier.name);
+                    let e = round.shortfall(&self.barrier.name);
                     return match e {
                         Error::Quorum(_) => Step::Wait(Some(e)),
                         other => Step::Done(Err(other)),
@@ -428,15 +428,9 @@ impl Party<'_> {
             .filter(|(_, v)| !matches!(v, Some(View::Decided { outcome: o, .. }) if *o == outcome))
             .map(|(i, _)| i)
             .collect();
-        if behind.is_empty() {
-            return;
-        }
         let call = self.decide_call(generation, &outcome, "");
-        let quorum = self.quorum().clone();
-        let timeout = self.keys.timing.node_timeout;
-        tokio::spawn(async move {
-            quorum.round(call, &behind, timeout, usize::MAX).await;
-        });
+        let nodes = self.quorum().nodes();
+        engine::spread(nodes, call, behind, self.keys.timing.node_timeout);
     }
 
     /// At the deadline: proposes `broken` for the party's generation and

@@ -173,15 +173,6 @@ impl Config {
     pub(crate) fn quarantine(&self, bound: Duration) -> Option<Duration> {
         self.restart_quarantine.then(|| bound + self.drift(bound))
     }
-
-    /// Backoff before attempt `attempt` (0-based) of a waiting call.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .retry_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_retry_delay);
-        base + self.retry_jitter.mul_f64(crate::wait::random_unit())
-    }
 }
 
 impl Default for Config {

@@ -1,4 +1,4 @@
-//! The crate's one error type.
+//! The crate's one error type, and the per-node tally quorum errors carry.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Callers branch on the variant (or on helpers such as [`Error::is_timeout`]);
 /// the messages are for people.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A setting is out of range. Raised before any network I/O.
@@ -35,7 +35,8 @@ pub enum Error {
     /// A deadline passed while waiting (`lock_timeout`, `acquire_timeout`, ...).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The lease ended (expired or taken away) while it was being used.
+    /// The lease ended (expired or taken away) while the body of a `run`
+    /// used it; the body was cancelled.
     #[error("lease lost")]
     LeaseLost,
     /// Release or extension of a lease that is no longer held: it expired, or
@@ -68,9 +69,18 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
-    /// An error from Redis outside any quorum operation.
-    #[error(transparent)]
-    Redis(#[from] redis::RedisError),
+    /// A node refused to run a script for a reason retrying will not fix: a
+    /// key of another type under the resource's name, a command the server
+    /// denies (ACLs), a server too old for the script.
+    #[error("node {node} failed a script for {resource}: {message}")]
+    Script {
+        /// The resource name.
+        resource: String,
+        /// The node's address.
+        node: String,
+        /// What the node said.
+        message: String,
+    },
 }
 
 impl Error {
@@ -122,25 +132,20 @@ impl Error {
 
 /// How each node voted in one quorum operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tally {
-    /// Nodes that said yes.
-    pub granted: usize,
-    /// Yes votes the operation needed.
-    pub needed: usize,
-    /// True when the quorum was reached but too late: the lease's validity
-    /// was used up by the time the votes were in.
-    pub expired: bool,
-    /// One entry per node, in configuration order.
-    pub nodes: Vec<NodeReport>,
+    granted: usize,
+    needed: usize,
+    expired: bool,
+    nodes: Vec<NodeReport>,
 }
 
 /// One node's part in a [`Tally`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeReport {
-    /// The node's address.
-    pub node: String,
-    /// How it voted.
-    pub vote: Vote,
+    node: String,
+    vote: Vote,
 }
 
 /// A node's vote.
@@ -156,15 +161,50 @@ pub enum Vote {
     Failed(String),
     /// Its answer was not needed: the outcome was decided without it.
     Uncounted,
-    /// It restarted recently and may have forgotten leases, so its votes do
+    /// It restarted recently and may have forgotten leases, so its grants do
     /// not count yet: for about `remaining` more.
     Quarantined {
-        /// How long its votes will not count yet, as of the vote.
+        /// How long its grants will not count yet, as of the vote.
         remaining: Duration,
     },
 }
 
 impl Tally {
+    pub(crate) fn new(
+        granted: usize,
+        needed: usize,
+        expired: bool,
+        nodes: Vec<NodeReport>,
+    ) -> Tally {
+        Tally {
+            granted,
+            needed,
+            expired,
+            nodes,
+        }
+    }
+
+    /// Nodes that said yes.
+    pub fn granted(&self) -> usize {
+        self.granted
+    }
+
+    /// Yes votes the operation needed.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// True when the quorum was reached but too late: the lease's validity
+    /// was used up by the time the votes were in.
+    pub fn expired(&self) -> bool {
+        self.expired
+    }
+
+    /// One entry per node, in configuration order.
+    pub fn nodes(&self) -> &[NodeReport] {
+        &self.nodes
+    }
+
     /// Number of nodes that refused.
     pub fn refused(&self) -> usize {
         self.count(|v| matches!(v, Vote::Refused))
@@ -177,6 +217,22 @@ impl Tally {
 
     fn count(&self, pred: impl Fn(&Vote) -> bool) -> usize {
         self.nodes.iter().filter(|n| pred(&n.vote)).count()
+    }
+}
+
+impl NodeReport {
+    pub(crate) fn new(node: String, vote: Vote) -> NodeReport {
+        NodeReport { node, vote }
+    }
+
+    /// The node's address.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// How it voted.
+    pub fn vote(&self) -> &Vote {
+        &self.vote
     }
 }
 

@@ -3,16 +3,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::client::Quorum;
 use crate::config::Timing;
+use crate::engine::{self, Attempt, Call, invocation, scripts};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::{Keys, MAX_KEY_LEN};
 use crate::lease::owner_token;
-use crate::quorum::{Attempt, Call, invocation};
-use crate::scripts;
-use crate::wait::wait_for;
+use crate::quorum::Quorum;
 
 /// A distributed countdown latch: it opens once `count` distinct
 /// count-downs have happened, and then stays open. "Start when all 3 shards
@@ -58,6 +56,18 @@ pub struct Latch {
     name: String,
     count: u32,
     ttl: Duration,
+    plan: Result<Plan>,
+}
+
+/// A latch's keys and timing, checked.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// The set of count-down ids.
+    ids: String,
+    /// The count it was created with, and the mark that it is open.
+    state: String,
+    channel: String,
+    timing: Timing,
 }
 
 impl Latch {
@@ -72,9 +82,11 @@ impl Latch {
     /// `1..=`[`MAX_COUNT`](Self::MAX_COUNT) ([`Error::InvalidArgument`]
     /// otherwise, and nothing is sent).
     pub fn new(quorum: &Quorum, name: impl Into<String>, count: u32) -> Latch {
+        let name = name.into();
         Latch {
+            plan: plan(quorum, &name, count, Self::DEFAULT_TTL),
             quorum: quorum.clone(),
-            name: name.into(),
+            name,
             count,
             ttl: Self::DEFAULT_TTL,
         }
@@ -85,6 +97,7 @@ impl Latch {
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Latch {
         self.ttl = ttl;
+        self.plan = plan(&self.quorum, &self.name, self.count, ttl);
         self
     }
 
@@ -129,34 +142,14 @@ impl Latch {
                 format!("must be 1 to {MAX_KEY_LEN} bytes"),
             ));
         }
-        let (keys, timing) = self.keys()?;
-        let call = self.count_down_call(&keys, timing, &[id]);
+        let plan = self.plan()?;
+        let call = self.count_down_call(plan, &[id]);
+        let nodes = self.quorum.nodes();
         let deadline = Some(self.quorum.config().ttl);
-        wait_for(&self.quorum, &keys[2], deadline, || async {
-            match self.record(call.clone(), timing).await {
-                Ok(()) => Ok(Attempt::Done(())),
-                Err(e) => unavailable(e),
-            }
+        engine::wait_for(nodes, &plan.channel, deadline, || async {
+            Attempt::retry_on_quorum(self.record(plan, call.clone()).await)
         })
         .await
-    }
-
-    fn count_down_call(&self, keys: &[String; 3], timing: Timing, ids: &[&str]) -> Call {
-        let mut inv = invocation(&scripts::LATCH_COUNT_DOWN, &keys[..2]);
-        inv.arg(self.count)
-            .arg(timing.ttl_ms())
-            .arg(&keys[2])
-            .arg(ids);
-        Call::new(inv)
-    }
-
-    /// Records count-downs on a majority.
-    async fn record(&self, call: Call, timing: Timing) -> Result<()> {
-        let round = self.quorum.round_majority(call, timing.node_timeout).await;
-        if round.granted() >= self.quorum.majority() {
-            return Ok(());
-        }
-        Err(round.shortfall(&self.quorum, &self.name))
     }
 
     /// Waits until the latch is open. Wakes on each count-down's message.
@@ -196,33 +189,51 @@ impl Latch {
     ///
     /// Cancel safe: it only reads.
     pub async fn count(&self) -> Result<u32> {
-        let (keys, timing) = self.keys()?;
-        self.remaining(&keys, timing).await
+        self.remaining(self.plan()?).await
+    }
+
+    fn plan(&self) -> Result<&Plan> {
+        self.plan.as_ref().map_err(Clone::clone)
     }
 
     async fn wait_inner(&self, timeout: Option<Duration>) -> Result<()> {
-        let (keys, timing) = self.keys()?;
-        wait_for(&self.quorum, &keys[2], timeout, || async {
-            match self.remaining(&keys, timing).await {
-                Ok(0) => Ok(Attempt::Done(())),
-                Ok(_) => Ok(Attempt::Busy { retry_after: None }),
-                Err(e) => unavailable(e),
+        let plan = self.plan()?;
+        let nodes = self.quorum.nodes();
+        engine::wait_for(nodes, &plan.channel, timeout, || async {
+            match Attempt::retry_on_quorum(self.remaining(plan).await)? {
+                Attempt::Done(0) => Ok(Attempt::Done(())),
+                Attempt::Done(_) => Ok(Attempt::Busy { retry_after: None }),
+                other => Ok(other.map(|_| ())),
             }
         })
         .await
     }
 
+    fn count_down_call(&self, plan: &Plan, ids: &[&str]) -> Call {
+        let mut inv = invocation(&scripts::LATCH_COUNT_DOWN, &[&plan.ids, &plan.state]);
+        inv.arg(self.count)
+            .arg(plan.timing.ttl_ms())
+            .arg(&plan.channel)
+            .arg(ids);
+        Call::new(inv)
+    }
+
+    /// Records count-downs on a majority.
+    async fn record(&self, plan: &Plan, call: Call) -> Result<()> {
+        let nodes = self.quorum.nodes();
+        engine::write(nodes, call, plan.timing.node_timeout, &self.name).await
+    }
+
     /// Count-downs missing, by a majority read; 0 only once the ids that
     /// make it open are durable on a majority.
-    async fn remaining(&self, keys: &[String; 3], timing: Timing) -> Result<u32> {
-        let mut inv = invocation(&scripts::LATCH_READ, &keys[..2]);
+    async fn remaining(&self, plan: &Plan) -> Result<u32> {
+        let mut inv = invocation(&scripts::LATCH_READ, &[&plan.ids, &plan.state]);
         inv.arg(self.count);
-        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
+        let nodes = self.quorum.nodes();
+        let timeout = plan.timing.node_timeout;
+        let round = engine::read(nodes, Call::new(inv), timeout, &self.name).await?;
         if round.yes().any(|(_, p)| p.int(0) == Some(1)) {
             return Ok(0);
-        }
-        if round.granted() < self.quorum.majority() {
-            return Err(round.shortfall(&self.quorum, &self.name));
         }
         let ids: BTreeSet<String> = round.yes().flat_map(|(_, p)| p.strings_from(1)).collect();
         let missing = self.count.saturating_sub(ids.len() as u32);
@@ -230,46 +241,37 @@ impl Latch {
             return Ok(missing);
         }
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.record(self.count_down_call(keys, timing, &ids), timing)
-            .await?;
-        self.seal(keys, timing);
+        self.record(plan, self.count_down_call(plan, &ids)).await?;
+        self.seal(plan);
         Ok(0)
     }
 
     /// Marks the latch open on every node, in the background: a majority
     /// holds its ids now, so a reader may trust the mark alone.
-    fn seal(&self, keys: &[String; 3], timing: Timing) {
-        let mut inv = invocation(&scripts::LATCH_SEAL, &keys[..2]);
-        inv.arg(self.count).arg(timing.ttl_ms());
-        let quorum = self.quorum.clone();
-        tokio::spawn(async move {
-            quorum.round_all(inv, timing.node_timeout).await;
-        });
-    }
-
-    /// The keys (ids, count, channel) and timing, checked.
-    fn keys(&self) -> Result<([String; 3], Timing)> {
-        if self.count == 0 || self.count > Self::MAX_COUNT {
-            return Err(E::argument(
-                "count",
-                format!("{} is outside 1..={}", self.count, Self::MAX_COUNT),
-            ));
-        }
-        let timing = self.quorum.config().state_timing(self.ttl)?;
-        let keys = Keys::new(&self.quorum.config().key_prefix, &self.name)?;
-        let names = [
-            keys.main.clone(),
-            keys.sibling("count")?,
-            keys.sibling("ready")?,
-        ];
-        Ok((names, timing))
+    fn seal(&self, plan: &Plan) {
+        let mut inv = invocation(&scripts::LATCH_SEAL, &[&plan.ids, &plan.state]);
+        inv.arg(self.count).arg(plan.timing.ttl_ms());
+        let nodes = self.quorum.nodes();
+        let all = (0..nodes.len()).collect();
+        engine::spread(nodes, Call::new(inv), all, plan.timing.node_timeout);
     }
 }
 
-/// Turns a quorum shortfall into a retry; other errors stand.
-pub(crate) fn unavailable<T>(e: E) -> Result<Attempt<T>> {
-    match e {
-        E::Quorum(_) => Ok(Attempt::Unavailable(e)),
-        other => Err(other),
+/// The keys and timing of a latch, checked.
+fn plan(quorum: &Quorum, name: &str, count: u32, ttl: Duration) -> Result<Plan> {
+    if count == 0 || count > Latch::MAX_COUNT {
+        return Err(E::argument(
+            "count",
+            format!("{count} is outside 1..={}", Latch::MAX_COUNT),
+        ));
     }
+    let config = quorum.config();
+    let timing = config.state_timing(ttl)?;
+    let keys = Keys::new(&config.key_prefix, name)?;
+    Ok(Plan {
+        state: keys.sibling("count")?,
+        channel: keys.sibling("ready")?,
+        ids: keys.main,
+        timing,
+    })
 }

@@ -1,43 +1,63 @@
-//! Leases: what every primitive hands out.
+//! Leases: what the mutex, the semaphore and the reentrant lock hand out,
+//! and the one handle they acquire them through.
+//!
+//! A primitive supplies a [`Kind`]: how its keys are named and its leases
+//! kept (a [`LeaseSpec`]), and what one acquisition sends. Everything else
+//! is written once here: the settings (`with_ttl`, `auto_extend`), the keys
+//! and timing checked when the handle is made, acquisition with waiting,
+//! the [`Lease`] every guard derefs to, and `run`.
 //!
 //! A lease knows its owner token, fencing token and local deadline. With
-//! auto-extension a keeper task renews it at about a third of its TTL through
-//! the engine; a definite "not yours" from a quorum, or the deadline passing
-//! without a renewal, marks it lost, for good: a renewal answered after the
-//! deadline does not revive it. The keeper is aborted at release; a renewal
-//! it had in flight may still reach a node after the release, where it finds
-//! no key and does nothing: extend scripts never re-create a key.
+//! auto-extension a keeper task renews it at about a third of its TTL; a
+//! definite "not yours" from a quorum, or the deadline passing without a
+//! renewal, marks it lost, for good: a renewal answered after the deadline
+//! does not revive it. The keeper is aborted at release; a renewal it had in
+//! flight may still reach a node after the release, where it finds no key
+//! and does nothing: extend scripts never re-create a key.
 //!
 //! Extend scripts never shorten a TTL either, so extensions commute: on
 //! each node the key lives at least as long as the longest extension that
 //! landed there asked, and the local deadline, the latest of the
 //! extensions a quorum confirmed, never lies past it.
 
+use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::ScriptInvocation;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use redis::ScriptInvocation;
-
-use crate::client::Quorum;
 use crate::config::Timing;
+use crate::engine::{self, Attempt, Claim, Grant, Holding, LeaseSpec, random_unit};
 use crate::error::{Error, Result};
-use crate::quorum::{Attempt, Call, Claim, FenceTarget, Grant, LeaseSpec, fence_ttl_ms};
-use crate::wait::wait_for;
+use crate::key::Keys;
+use crate::quorum::Quorum;
 
-/// How a primitive acquires its leases: everything but the acquire script's
-/// arguments, which `build` makes per attempt.
-pub(crate) struct Acquirer<F> {
-    pub(crate) quorum: Quorum,
-    pub(crate) spec: Arc<LeaseSpec>,
-    pub(crate) timing: Timing,
-    pub(crate) fence: FenceTarget,
-    pub(crate) auto_extend: bool,
-    /// Makes one attempt's owner token, acquire call and extra arguments.
-    pub(crate) build: F,
+/// What a lease primitive supplies to [`Leases`].
+pub(crate) trait Kind: Send + Sync + 'static {
+    /// What one acquisition asks for (a number of permits), if anything.
+    type Ask: Copy + Send + Sync;
+
+    /// Names the keys and says how the leases are kept. Runs when the
+    /// handle is made; errors surface at the first call, before any I/O.
+    fn spec(&self, keys: &Keys) -> Result<LeaseSpec>;
+
+    /// Checks what an acquisition asks for, before any I/O.
+    fn check(&self, _ask: Self::Ask) -> Result<()> {
+        Ok(())
+    }
+
+    /// One attempt: adds the acquire script's arguments (before the fencing
+    /// tail) and returns the owner token and what the lease will hold.
+    fn attempt(
+        &self,
+        ask: Self::Ask,
+        timing: Timing,
+        acquire: &mut ScriptInvocation<'static>,
+    ) -> (String, Holding);
 }
 
 /// A fresh 128-bit random owner token.
@@ -45,59 +65,164 @@ pub(crate) fn owner_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// One attempt's owner token, acquire call (without the fencing arguments,
-/// which the [`Acquirer`] adds) and extra lease arguments.
-pub(crate) struct Request {
-    pub(crate) token: String,
-    pub(crate) acquire: ScriptInvocation<'static>,
-    pub(crate) extra: Vec<String>,
+/// The handle a lease primitive is made of: its quorum, name, kind and
+/// settings, with the keys and timing checked once.
+pub(crate) struct Leases<K> {
+    quorum: Quorum,
+    name: String,
+    kind: Arc<K>,
+    ttl: Option<Duration>,
+    auto_extend: bool,
+    plan: Result<Plan>,
 }
 
-impl<F: Fn() -> Request> Acquirer<F> {
-    /// Waits for the lease, at most `timeout` if given.
-    pub(crate) async fn acquire(&self, timeout: Option<Duration>) -> Result<Lease> {
-        wait_for(&self.quorum, &self.spec.channel, timeout, || self.attempt()).await
+/// The keys and timing of a handle's leases, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) spec: Arc<LeaseSpec>,
+    pub(crate) timing: Timing,
+}
+
+impl<K> Clone for Leases<K> {
+    fn clone(&self) -> Self {
+        Leases {
+            quorum: self.quorum.clone(),
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            ttl: self.ttl,
+            auto_extend: self.auto_extend,
+            plan: self.plan.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for Leases<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leases")
+            .field("name", &self.name)
+            .field("ttl", &self.ttl)
+            .field("auto_extend", &self.auto_extend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kind> Leases<K> {
+    pub(crate) fn new(quorum: &Quorum, name: String, kind: K) -> Leases<K> {
+        let plan = make_plan(quorum, &name, None, &kind);
+        Leases {
+            quorum: quorum.clone(),
+            name,
+            kind: Arc::new(kind),
+            ttl: None,
+            auto_extend: true,
+            plan,
+        }
+    }
+
+    pub(crate) fn with_ttl(mut self, ttl: Duration) -> Leases<K> {
+        self.ttl = Some(ttl);
+        self.plan = make_plan(&self.quorum, &self.name, self.ttl, &*self.kind);
+        self
+    }
+
+    pub(crate) fn auto_extend(mut self, on: bool) -> Leases<K> {
+        self.auto_extend = on;
+        self
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    pub(crate) fn kind(&self) -> &K {
+        &self.kind
+    }
+
+    /// The keys and timing, or why they were refused.
+    pub(crate) fn plan(&self) -> Result<&Plan> {
+        self.plan.as_ref().map_err(Clone::clone)
+    }
+
+    /// Waits for a lease, at most `timeout` if given.
+    pub(crate) async fn acquire(&self, ask: K::Ask, timeout: Option<Duration>) -> Result<Lease> {
+        let plan = self.plan()?;
+        self.kind.check(ask)?;
+        let nodes = self.quorum.nodes();
+        engine::wait_for(nodes, &plan.spec.channel, timeout, || {
+            self.attempt(plan, ask)
+        })
+        .await
     }
 
     /// One attempt: `None` when the resource is busy.
-    pub(crate) async fn try_acquire(&self) -> Result<Option<Lease>> {
-        match self.attempt().await? {
+    pub(crate) async fn try_acquire(&self, ask: K::Ask) -> Result<Option<Lease>> {
+        let plan = self.plan()?;
+        self.kind.check(ask)?;
+        match self.attempt(plan, ask).await? {
             Attempt::Done(lease) => Ok(Some(lease)),
             Attempt::Busy { .. } => Ok(None),
             Attempt::Unavailable(e) => Err(e),
         }
     }
 
-    async fn attempt(&self) -> Result<Attempt<Lease>> {
-        let mut request = (self.build)();
-        // Every acquire script ends with the fencing arguments: whether to
-        // issue the token on the node (one node) or report the counter for
-        // round two (several), and the counter's TTL.
-        let one_node = self.quorum.node_count() == 1;
-        request
-            .acquire
-            .arg(if one_node { "1" } else { "0" })
-            .arg(fence_ttl_ms(self.timing));
-        let token = request.token.clone();
+    async fn attempt(&self, plan: &Plan, ask: K::Ask) -> Result<Attempt<Lease>> {
+        let mut acquire = plan.spec.acquire_invocation();
+        let (token, holding) = self.kind.attempt(ask, plan.timing, &mut acquire);
         let claim = Claim {
-            acquire: Call::grant(request.acquire),
-            lease: self.spec.clone(),
-            token: request.token,
-            extra: request.extra,
-            timing: self.timing,
-            fence: self.fence.clone(),
+            spec: plan.spec.clone(),
+            token: token.clone(),
+            acquire,
+            holding,
+            timing: plan.timing,
         };
-        let attempt = self.quorum.claim(claim).await?;
-        Ok(attempt.map(|grant| {
-            Lease::new(
-                &self.quorum,
-                self.spec.clone(),
-                token,
-                grant,
-                self.timing,
-                self.auto_extend,
-            )
-        }))
+        let attempt = engine::claim(self.quorum.nodes(), claim).await?;
+        Ok(attempt.map(|grant| Lease::new(&self.quorum, plan, token, grant, self.auto_extend)))
+    }
+}
+
+/// The keys and timing of a handle, checked.
+fn make_plan<K: Kind>(
+    quorum: &Quorum,
+    name: &str,
+    ttl: Option<Duration>,
+    kind: &K,
+) -> Result<Plan> {
+    let config = quorum.config();
+    let timing = config.timing(ttl.unwrap_or(config.ttl))?;
+    let keys = Keys::new(&config.key_prefix, name)?;
+    Ok(Plan {
+        spec: Arc::new(kind.spec(&keys)?),
+        timing,
+    })
+}
+
+/// Runs `body` while `guard`'s lease lives, then releases it. When the
+/// lease is lost first, the body is cancelled (dropped) and the result is
+/// [`Error::LeaseLost`]; so it is when the body finished after the
+/// deadline, since it may have acted without the lease.
+pub(crate) async fn run<G, T>(guard: G, body: impl AsyncFnOnce(&G) -> T) -> Result<T>
+where
+    G: Deref<Target = Lease> + Into<Lease>,
+{
+    let lost = guard.lost();
+    let outcome = tokio::select! {
+        biased;
+        out = body(&guard) => Some(out),
+        () = lost => None,
+    };
+    let lease: Lease = guard.into();
+    match outcome {
+        Some(out) if lease.is_valid() => {
+            if let Err(e) = lease.release().await {
+                tracing::debug!(error = %e, "release after run failed; the TTL frees the lease");
+            }
+            Ok(out)
+        }
+        _ => Err(Error::LeaseLost),
     }
 }
 
@@ -115,8 +240,7 @@ struct Shared {
     token: String,
     fence: u64,
     granted: Instant,
-    /// What this lease holds beyond its token (see `LeaseSpec`).
-    extra: Vec<String>,
+    holding: Holding,
     state: watch::Sender<State>,
 }
 
@@ -158,10 +282,8 @@ impl Shared {
             self.lose("its deadline passed");
             return Err(Error::NotHeld);
         }
-        let result = self
-            .quorum
-            .extend(&self.spec, &self.token, &self.extra, timing)
-            .await;
+        let nodes = self.quorum.nodes();
+        let result = engine::extend(nodes, &self.spec, &self.token, &self.holding, timing).await;
         match result {
             Ok(deadline) if self.renewed(deadline, timing) => Ok(()),
             Ok(_) => {
@@ -186,10 +308,37 @@ impl Shared {
             tracing::warn!(resource = %self.spec.resource, why, "lease lost");
         }
     }
+
+    /// Releases on every node: `Ok` when a quorum deleted our keys,
+    /// [`Error::NotHeld`] when the lease had expired or a quorum no longer
+    /// held it.
+    async fn release(&self) -> Result<()> {
+        let valid = self.is_valid();
+        self.end();
+        let timeout = self.snapshot().timing.node_timeout;
+        let nodes = self.quorum.nodes();
+        engine::release(
+            nodes,
+            &self.spec,
+            &self.token,
+            &self.holding,
+            timeout,
+            valid,
+        )
+        .await
+    }
 }
 
-/// A held lease. Primitives wrap it in their guard types.
-pub(crate) struct Lease {
+/// A held lease: what every guard of a [`Mutex`](crate::Mutex),
+/// [`Semaphore`](crate::Semaphore) and [`ReentrantLock`](crate::ReentrantLock)
+/// derefs to, so code that only needs the lease works with any of them
+/// (`fn write(lease: &Lease)`, called with `&guard`).
+///
+/// Dropping it without [`release`](Self::release) releases it in a spawned
+/// task (when a tokio runtime is running; otherwise the TTL frees it).
+#[must_use = "the lease is released when it is dropped"]
+#[clippy::has_significant_drop]
+pub struct Lease {
     shared: Arc<Shared>,
     keeper: Option<JoinHandle<()>>,
     /// Cleared once released, so `Drop` does nothing more.
@@ -197,26 +346,19 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(
-        quorum: &Quorum,
-        spec: Arc<LeaseSpec>,
-        token: String,
-        grant: Grant,
-        timing: Timing,
-        auto_extend: bool,
-    ) -> Lease {
+    fn new(quorum: &Quorum, plan: &Plan, token: String, grant: Grant, auto_extend: bool) -> Lease {
         let (state, _) = watch::channel(State {
             deadline: grant.deadline,
-            timing,
+            timing: plan.timing,
             ended: false,
         });
         let shared = Arc::new(Shared {
             quorum: quorum.clone(),
-            spec,
+            spec: plan.spec.clone(),
             token,
             fence: grant.fence,
             granted: grant.granted,
-            extra: grant.extra,
+            holding: grant.holding,
             state,
         });
         let keeper = auto_extend.then(|| tokio::spawn(keep(shared.clone())));
@@ -227,26 +369,27 @@ impl Lease {
         }
     }
 
-    pub(crate) fn resource(&self) -> &str {
+    /// The resource name.
+    pub fn name(&self) -> &str {
         &self.shared.spec.resource
     }
 
-    pub(crate) fn fencing_token(&self) -> u64 {
+    /// This lease's fencing token: strictly greater than the token of every
+    /// earlier lease of the same resource. Hand it to the resource you
+    /// protect and have it refuse writes carrying a smaller token than one
+    /// it has seen.
+    ///
+    /// Tokens are floored at the nodes' clocks (milliseconds × 1024), so they
+    /// keep increasing even after a node restarts without persistence, as
+    /// long as node clocks differ by less than the restart quarantine
+    /// ([`Config::max_ttl`](crate::Config::max_ttl)).
+    pub fn fencing_token(&self) -> u64 {
         self.shared.fence
     }
 
-    /// The owner token the nodes store: for the testkit's checks of what
-    /// the servers hold, never shown to users.
-    pub(crate) fn owner_token(&self) -> &str {
-        &self.shared.token
-    }
-
-    /// What this lease holds beyond its token (semaphore slots, a hold id).
-    pub(crate) fn extra(&self) -> &[String] {
-        &self.shared.extra
-    }
-
-    pub(crate) fn remaining(&self) -> Duration {
+    /// Time left before the lease must be treated as gone, by the local
+    /// clock; zero once lost.
+    pub fn remaining(&self) -> Duration {
         let s = self.shared.snapshot();
         if s.ended {
             Duration::ZERO
@@ -255,26 +398,53 @@ impl Lease {
         }
     }
 
-    pub(crate) fn is_valid(&self) -> bool {
-        self.shared.is_valid()
-    }
-
-    pub(crate) fn deadline(&self) -> Instant {
+    /// The local instant the lease ends unless extended.
+    pub fn deadline(&self) -> Instant {
         self.shared.snapshot().deadline
     }
 
-    pub(crate) fn acquired_at(&self) -> Instant {
+    /// The local instant the lease was granted: when the votes were in.
+    pub fn acquired_at(&self) -> Instant {
         self.shared.granted
     }
 
-    pub(crate) async fn extend(&self, ttl: Duration) -> Result<()> {
+    /// True while the lease is held: not lost, and before its deadline.
+    pub fn is_valid(&self) -> bool {
+        self.shared.is_valid()
+    }
+
+    /// Extends the lease to at least `ttl` from now on a quorum of nodes. An
+    /// extension never shortens a lease: with more than `ttl` left, the lease
+    /// keeps its deadline (release it to give it up early). A lease that has
+    /// expired or changed hands is never revived. With auto-extension on,
+    /// later renewals use this TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] when the lease is gone (it is then lost for good);
+    /// [`Error::Quorum`] when too few nodes answered (the lease keeps its
+    /// old deadline); [`Error::InvalidConfig`] for a TTL out of range.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the lease keeps its old deadline, or a new one if the
+    /// extension landed before the drop.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
         let timing = self.shared.quorum.config().timing(ttl)?;
         self.shared.extend(timing).await
     }
 
-    /// Completes when the lease is lost; owns what it needs, so it may be
-    /// spawned or kept past the guard.
-    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+    /// Completes when the lease is lost: its deadline passed without a
+    /// renewal, or a quorum of nodes said it is no longer ours (the key was
+    /// deleted or taken over). Race it against the protected work.
+    ///
+    /// The future owns what it needs: it may outlive the lease, and then
+    /// completes at release.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut rx = self.shared.state.subscribe();
         async move {
             loop {
@@ -294,11 +464,38 @@ impl Lease {
         }
     }
 
-    pub(crate) async fn release(mut self) -> Result<()> {
+    /// Releases on every node and wakes the waiters. The keeper task, if
+    /// any, is stopped first; a renewal it had in flight cannot revive the
+    /// released lease.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] when the lease had already expired or a quorum of
+    /// nodes no longer held it (whatever others hold is left alone);
+    /// [`Error::Quorum`] when too few nodes answered (the rest expire by
+    /// TTL).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, the release may have reached only
+    /// some nodes; the others free the resource when the TTL runs out.
+    pub async fn release(mut self) -> Result<()> {
         self.stop_keeper();
         self.live = false;
         let shared = self.shared.clone();
-        release(&shared).await
+        shared.release().await
+    }
+
+    /// What this lease holds beyond its token (semaphore slots).
+    pub(crate) fn holding(&self) -> &Holding {
+        &self.shared.holding
+    }
+
+    /// The owner token stored on the nodes: for the testkit's checks of
+    /// what the servers hold, never shown to users.
+    #[allow(dead_code, reason = "read by the testkit")]
+    pub(crate) fn owner_token(&self) -> &str {
+        &self.shared.token
     }
 
     fn stop_keeper(&mut self) {
@@ -318,7 +515,7 @@ impl Drop for Lease {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let shared = self.shared.clone();
             rt.spawn(async move {
-                if let Err(e) = release(&shared).await {
+                if let Err(e) = shared.release().await {
                     tracing::debug!(resource = %shared.spec.resource, error = %e, "release on drop failed");
                 }
             });
@@ -328,36 +525,15 @@ impl Drop for Lease {
     }
 }
 
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("resource", &self.resource())
+            .field("resource", &self.name())
             .field("fencing_token", &self.fencing_token())
             .field("remaining", &self.remaining())
             .field("auto_extend", &self.keeper.is_some())
             .finish()
     }
-}
-
-/// Releases on every node. `Ok` when a quorum deleted our keys;
-/// [`Error::NotHeld`] when the lease had expired or a quorum no longer held
-/// it (their keys are left alone).
-async fn release(shared: &Shared) -> Result<()> {
-    let was_valid = shared.is_valid();
-    shared.end();
-    let timing = shared.snapshot().timing;
-    let inv = shared.spec.release_call(&shared.token, &shared.extra);
-    let round = shared.quorum.round_all(inv, timing.node_timeout).await;
-    if !was_valid {
-        return Err(Error::NotHeld);
-    }
-    if round.granted() >= shared.quorum.majority() {
-        return Ok(());
-    }
-    if round.definitely_refused() {
-        return Err(Error::NotHeld);
-    }
-    Err(Error::Quorum(round.tally(&shared.quorum, false)))
 }
 
 /// The keeper: renews at about a third of the TTL, retries transient
@@ -370,7 +546,7 @@ async fn keep(shared: Arc<Shared>) {
             return;
         }
         let period = s.timing.ttl / 3;
-        let jitter = period.mul_f64(0.1 * crate::wait::random_unit());
+        let jitter = period.mul_f64(0.1 * random_unit());
         let at = last_renewal + period - jitter;
         tokio::time::sleep_until(at.into()).await;
         match renew(&shared).await {
@@ -406,109 +582,41 @@ async fn renew(shared: &Shared) -> Option<Instant> {
     }
 }
 
-/// The lease API every guard shares, written once: expands to methods
-/// delegating to a `lease: Lease` field.
-macro_rules! lease_methods {
-    () => {
-        /// The resource name.
-        pub fn name(&self) -> &str {
-            self.lease.resource()
+/// The guard plumbing every lease primitive shares: `Deref` to [`Lease`],
+/// the conversion into it, and `release`. One line per guard type, so the
+/// guards keep their own names and docs.
+macro_rules! guard {
+    ($guard:ident) => {
+        impl std::ops::Deref for $guard {
+            type Target = crate::lease::Lease;
+
+            fn deref(&self) -> &crate::lease::Lease {
+                &self.lease
+            }
         }
 
-        /// This lease's fencing token: strictly greater than the token of
-        /// every earlier lease of the same resource. Hand it to the resource
-        /// you protect and have it refuse writes carrying a smaller token
-        /// than one it has seen.
-        ///
-        /// Tokens are floored at the nodes' clocks (milliseconds × 1024), so
-        /// they keep increasing even after a node restarts without
-        /// persistence, unless its clock went back.
-        pub fn fencing_token(&self) -> u64 {
-            self.lease.fencing_token()
+        impl From<$guard> for crate::lease::Lease {
+            fn from(guard: $guard) -> crate::lease::Lease {
+                guard.lease
+            }
         }
 
-        /// Time left before the lease must be treated as gone, by the local
-        /// clock; zero once lost.
-        pub fn remaining(&self) -> std::time::Duration {
-            self.lease.remaining()
-        }
-
-        /// The local instant the lease ends unless extended.
-        pub fn deadline(&self) -> std::time::Instant {
-            self.lease.deadline()
-        }
-
-        /// The local instant the lease was granted: when the votes were in.
-        pub fn acquired_at(&self) -> std::time::Instant {
-            self.lease.acquired_at()
-        }
-
-        /// The owner token stored on the nodes (testkit checks only).
-        #[allow(dead_code, reason = "read by the testkit")]
-        pub(crate) fn owner_token(&self) -> &str {
-            self.lease.owner_token()
-        }
-
-        /// True while the lease is held: not lost, and before its deadline.
-        pub fn is_valid(&self) -> bool {
-            self.lease.is_valid()
-        }
-
-        /// Extends the lease to at least `ttl` from now on a quorum of nodes.
-        /// An extension never shortens a lease: with more than `ttl` left,
-        /// the lease keeps its deadline (release it to give it up early).
-        /// A lease that has expired or changed hands is never revived. With
-        /// auto-extension on, later renewals use this TTL.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotHeld`](crate::Error::NotHeld) when the lease is gone
-        /// (it is then lost for good); [`Error::Quorum`](crate::Error::Quorum)
-        /// when too few nodes answered (the lease keeps its old deadline);
-        /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a TTL out
-        /// of range.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel safe: the lease keeps its old deadline, or a new one if the
-        /// extension landed before the drop.
-        pub async fn extend(&self, ttl: std::time::Duration) -> crate::Result<()> {
-            self.lease.extend(ttl).await
-        }
-
-        /// Completes when the lease is lost: its deadline passed without a
-        /// renewal, or a quorum of nodes said it is no longer ours (the key
-        /// was deleted or taken over). Race it against the protected work.
-        ///
-        /// The future owns what it needs: it may outlive the guard, and then
-        /// completes at release.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel safe.
-        pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
-            self.lease.lost()
-        }
-
-        /// Releases on every node and wakes the waiters. The keeper task, if
-        /// any, is stopped first; a renewal it had in flight cannot revive
-        /// the released lease.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotHeld`](crate::Error::NotHeld) when the lease had
-        /// already expired or a quorum of nodes no longer held it (whatever
-        /// others hold is left alone); [`Error::Quorum`](crate::Error::Quorum)
-        /// when too few nodes answered (the rest expire by TTL).
-        ///
-        /// # Cancel safety
-        ///
-        /// Not cancel safe: dropped midway, the release may have reached only
-        /// some nodes; the others free the resource when the TTL runs out.
-        pub async fn release(self) -> crate::Result<()> {
-            self.lease.release().await
+        impl $guard {
+            /// Releases on every node and wakes the waiters; see
+            /// [`Lease::release`](crate::Lease::release).
+            ///
+            /// # Errors
+            ///
+            /// As [`Lease::release`](crate::Lease::release).
+            ///
+            /// # Cancel safety
+            ///
+            /// Not cancel safe, as [`Lease::release`](crate::Lease::release).
+            pub async fn release(self) -> crate::Result<()> {
+                self.lease.release().await
+            }
         }
     };
 }
 
-pub(crate) use lease_methods;
+pub(crate) use guard;

@@ -97,28 +97,26 @@
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 mod barrier;
-mod client;
 mod config;
+mod engine;
 mod error;
 mod key;
 mod latch;
 mod lease;
 mod mutex;
-mod node;
 mod quorum;
 mod reentrant;
-mod scripts;
 mod semaphore;
-mod wait;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use barrier::{Barrier, BarrierWaitResult};
-pub use client::{Quorum, QuorumBuilder};
 pub use config::Config;
 pub use error::{Error, NodeReport, Result, Tally, Vote};
 pub use latch::Latch;
+pub use lease::Lease;
 pub use mutex::{Mutex, MutexGuard};
+pub use quorum::{Quorum, QuorumBuilder};
 pub use reentrant::{ReentrantGuard, ReentrantLock};
 pub use semaphore::{Semaphore, SemaphorePermit};

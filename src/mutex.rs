@@ -1,16 +1,17 @@
 //! The Redlock mutex.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Quorum;
+use redis::ScriptInvocation;
+
+use crate::config::Timing;
+use crate::engine::{FenceTarget, Holding, LeaseSpec, scripts};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::key::Keys;
-use crate::lease::{Acquirer, Lease, Request, owner_token};
-use crate::quorum::{FenceTarget, LeaseSpec, invocation};
-use crate::scripts;
+use crate::lease::{self, Kind, Leases, owner_token};
+use crate::quorum::Quorum;
 
 /// A distributed mutual exclusion lock: at most one holder at a time across
 /// every process that uses the same name on the same nodes.
@@ -47,10 +48,56 @@ use crate::scripts;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Mutex {
-    quorum: Quorum,
-    name: String,
-    ttl: Option<Duration>,
-    auto_extend: bool,
+    leases: Leases<Exclusive>,
+}
+
+/// A mutex's keys: the lock, its fencing counter, its wake-up channel.
+struct MutexKeys {
+    lock: String,
+    fence: String,
+    channel: String,
+}
+
+/// The mutex as a kind of lease: a plain `SET NX` string per node.
+#[derive(Debug)]
+struct Exclusive;
+
+impl Kind for Exclusive {
+    type Ask = ();
+
+    fn spec(&self, keys: &Keys) -> Result<LeaseSpec> {
+        let k = MutexKeys {
+            lock: keys.main.clone(),
+            fence: keys.sibling("fence")?,
+            channel: keys.sibling("ready")?,
+        };
+        Ok(LeaseSpec {
+            resource: keys.resource.clone(),
+            acquire: &scripts::MUTEX_ACQUIRE,
+            extend: &scripts::MUTEX_EXTEND,
+            release: &scripts::MUTEX_RELEASE,
+            acquire_keys: vec![k.lock.clone(), k.fence.clone()],
+            lease_keys: vec![k.lock.clone()],
+            channel: k.channel,
+            fence: FenceTarget {
+                lease_key: k.lock,
+                counter_key: k.fence,
+                owner_field: None,
+                store_field: None,
+            },
+        })
+    }
+
+    fn attempt(
+        &self,
+        (): (),
+        timing: Timing,
+        acquire: &mut ScriptInvocation<'static>,
+    ) -> (String, Holding) {
+        let token = owner_token();
+        acquire.arg(&token).arg(timing.ttl_ms());
+        (token, Holding::Token)
+    }
 }
 
 impl Mutex {
@@ -61,10 +108,7 @@ impl Mutex {
     /// [`Error::InvalidArgument`] and nothing is sent.
     pub fn new(quorum: &Quorum, name: impl Into<String>) -> Mutex {
         Mutex {
-            quorum: quorum.clone(),
-            name: name.into(),
-            ttl: None,
-            auto_extend: true,
+            leases: Leases::new(quorum, name.into(), Exclusive),
         }
     }
 
@@ -74,23 +118,25 @@ impl Mutex {
     /// the first call: at least 10 ms, at most `max_ttl`, and ten times the
     /// per-node timeout.
     #[must_use]
-    pub fn with_ttl(mut self, ttl: Duration) -> Mutex {
-        self.ttl = Some(ttl);
-        self
+    pub fn with_ttl(self, ttl: Duration) -> Mutex {
+        Mutex {
+            leases: self.leases.with_ttl(ttl),
+        }
     }
 
     /// Turns automatic extension on or off. Defaults to on: a keeper task
     /// renews the lease at about a third of its TTL until release, and
     /// reports a failed renewal through [`MutexGuard::lost`].
     #[must_use]
-    pub fn auto_extend(mut self, on: bool) -> Mutex {
-        self.auto_extend = on;
-        self
+    pub fn auto_extend(self, on: bool) -> Mutex {
+        Mutex {
+            leases: self.leases.auto_extend(on),
+        }
     }
 
     /// The resource name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.leases.name()
     }
 
     /// Acquires the lock, waiting as long as it takes.
@@ -113,7 +159,7 @@ impl Mutex {
     /// flight, a spawned task deletes whatever they set, by owner token, on
     /// every node.
     pub async fn lock(&self) -> Result<MutexGuard> {
-        let lease = self.acquirer()?.acquire(None).await?;
+        let lease = self.leases.acquire((), None).await?;
         Ok(MutexGuard { lease })
     }
 
@@ -130,7 +176,7 @@ impl Mutex {
     ///
     /// Cancel safe, as [`lock`](Self::lock).
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard> {
-        let lease = self.acquirer()?.acquire(Some(timeout)).await?;
+        let lease = self.leases.acquire((), Some(timeout)).await?;
         Ok(MutexGuard { lease })
     }
 
@@ -145,53 +191,40 @@ impl Mutex {
     ///
     /// Cancel safe, as [`lock`](Self::lock).
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>> {
-        let lease = self.acquirer()?.try_acquire().await?;
+        let lease = self.leases.try_acquire(()).await?;
         Ok(lease.map(|lease| MutexGuard { lease }))
     }
 
-    fn acquirer(&self) -> Result<Acquirer<impl Fn() -> Request + '_>> {
-        let config = self.quorum.config();
-        let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
-        let keys = Keys::new(&config.key_prefix, &self.name)?;
-        let fence = FenceTarget {
-            lease_key: keys.main.clone(),
-            counter_key: keys.sibling("fence")?,
-            owner_field: None,
-            store_field: None,
-        };
-        let spec = LeaseSpec {
-            resource: self.name.clone(),
-            extend: &scripts::MUTEX_EXTEND,
-            release: &scripts::MUTEX_RELEASE,
-            channel: keys.sibling("ready")?,
-            keys: vec![keys.main],
-        };
-        let (lock_key, counter_key) = (fence.lease_key.clone(), fence.counter_key.clone());
-        let build = move || {
-            let token = owner_token();
-            let mut acquire = invocation(
-                &scripts::MUTEX_ACQUIRE,
-                &[lock_key.clone(), counter_key.clone()],
-            );
-            acquire.arg(&token).arg(timing.ttl_ms());
-            Request {
-                token,
-                acquire,
-                extra: Vec::new(),
-            }
-        };
-        Ok(Acquirer {
-            quorum: self.quorum.clone(),
-            spec: Arc::new(spec),
-            timing,
-            fence,
-            auto_extend: self.auto_extend,
-            build,
-        })
+    /// Acquires the lock, runs `body` while the lease lives, and releases
+    /// it: the one-line safe way to use a lock. When the lease is lost
+    /// first (its renewal failed, or the key was taken away), `body` is
+    /// cancelled and the result is [`Error::LeaseLost`].
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// # async fn write(_: u64) {}
+    /// let report = quorate::Mutex::new(&q, "nightly-report");
+    /// report.run(async |guard| write(guard.fencing_token()).await).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseLost`] when the lease ended before `body` did; as
+    /// [`lock`](Self::lock) otherwise.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it drops `body` and releases the lease in the
+    /// background.
+    pub async fn run<T>(&self, body: impl AsyncFnOnce(&MutexGuard) -> T) -> Result<T> {
+        lease::run(self.lock().await?, body).await
     }
 }
 
 /// Proof of holding a [`Mutex`], until [`release`](Self::release) or drop.
+/// It derefs to its [`Lease`](crate::Lease): `fencing_token()`,
+/// `remaining()`, `is_valid()`, `extend(ttl)`, `lost()`.
 ///
 /// Dropping it without `release` releases in a spawned task (when a tokio
 /// runtime is running; otherwise the TTL frees the lock). Prefer `release`:
@@ -217,9 +250,7 @@ impl Mutex {
 #[clippy::has_significant_drop]
 #[derive(Debug)]
 pub struct MutexGuard {
-    lease: Lease,
+    lease: lease::Lease,
 }
 
-impl MutexGuard {
-    crate::lease::lease_methods!();
-}
+lease::guard!(MutexGuard);

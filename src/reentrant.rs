@@ -1,16 +1,17 @@
 //! The reentrant lock.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Quorum;
+use redis::ScriptInvocation;
+
+use crate::config::Timing;
+use crate::engine::{self, Call, FenceTarget, Holding, LeaseSpec, invocation, scripts};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::{Keys, MAX_KEY_LEN};
-use crate::lease::{Acquirer, Lease, Request, owner_token};
-use crate::quorum::{FenceTarget, LeaseSpec, invocation};
-use crate::scripts;
+use crate::lease::{self, Kind, Leases, owner_token};
+use crate::quorum::Quorum;
 
 /// A distributed lock that its owner may take again while holding it.
 ///
@@ -21,7 +22,8 @@ use crate::scripts;
 /// expired). Other owners wait meanwhile; only the owner's guards release.
 ///
 /// On each node the lock is a hash naming the owner, its fencing token and
-/// one field per hold, with a TTL that every hold refreshes.
+/// one field per hold with that hold's expiry; the key lives as long as the
+/// latest hold, so a short hold never cuts a long one.
 ///
 /// # Guarantees
 ///
@@ -45,11 +47,66 @@ use crate::scripts;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ReentrantLock {
-    quorum: Quorum,
-    name: String,
+    leases: Leases<Holds>,
+}
+
+/// A reentrant lock's keys: the hash of its holds, its fencing counter, its
+/// wake-up channel.
+struct ReentrantKeys {
+    holds: String,
+    fence: String,
+    channel: String,
+}
+
+/// The reentrant lock as a kind of lease: one hold per guard, under the
+/// caller's owner id.
+#[derive(Debug)]
+struct Holds {
     owner: String,
-    ttl: Option<Duration>,
-    auto_extend: bool,
+}
+
+impl Kind for Holds {
+    type Ask = ();
+
+    fn spec(&self, keys: &Keys) -> Result<LeaseSpec> {
+        if self.owner.is_empty() || self.owner.len() > MAX_KEY_LEN {
+            return Err(E::argument(
+                "owner",
+                format!("must be 1 to {MAX_KEY_LEN} bytes"),
+            ));
+        }
+        let k = ReentrantKeys {
+            holds: keys.main.clone(),
+            fence: keys.sibling("fence")?,
+            channel: keys.sibling("ready")?,
+        };
+        Ok(LeaseSpec {
+            resource: keys.resource.clone(),
+            acquire: &scripts::REENTRANT_ACQUIRE,
+            extend: &scripts::REENTRANT_EXTEND,
+            release: &scripts::REENTRANT_RELEASE,
+            acquire_keys: vec![k.holds.clone(), k.fence.clone()],
+            lease_keys: vec![k.holds.clone()],
+            channel: k.channel,
+            fence: FenceTarget {
+                lease_key: k.holds,
+                counter_key: k.fence,
+                owner_field: Some("owner"),
+                store_field: Some("fence"),
+            },
+        })
+    }
+
+    fn attempt(
+        &self,
+        (): (),
+        timing: Timing,
+        acquire: &mut ScriptInvocation<'static>,
+    ) -> (String, Holding) {
+        let hold = owner_token();
+        acquire.arg(&self.owner).arg(timing.ttl_ms()).arg(&hold);
+        (self.owner.clone(), Holding::Hold(hold))
+    }
 }
 
 impl ReentrantLock {
@@ -63,38 +120,37 @@ impl ReentrantLock {
         name: impl Into<String>,
         owner: impl Into<String>,
     ) -> ReentrantLock {
+        let owner = owner.into();
         ReentrantLock {
-            quorum: quorum.clone(),
-            name: name.into(),
-            owner: owner.into(),
-            ttl: None,
-            auto_extend: true,
+            leases: Leases::new(quorum, name.into(), Holds { owner }),
         }
     }
 
     /// Sets the lease TTL of each hold. Defaults to the quorum's
     /// [`Config::ttl`](crate::Config::ttl).
     #[must_use]
-    pub fn with_ttl(mut self, ttl: Duration) -> ReentrantLock {
-        self.ttl = Some(ttl);
-        self
+    pub fn with_ttl(self, ttl: Duration) -> ReentrantLock {
+        ReentrantLock {
+            leases: self.leases.with_ttl(ttl),
+        }
     }
 
     /// Turns automatic extension on or off. Defaults to on.
     #[must_use]
-    pub fn auto_extend(mut self, on: bool) -> ReentrantLock {
-        self.auto_extend = on;
-        self
+    pub fn auto_extend(self, on: bool) -> ReentrantLock {
+        ReentrantLock {
+            leases: self.leases.auto_extend(on),
+        }
     }
 
     /// The resource name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.leases.name()
     }
 
     /// The owner id.
     pub fn owner(&self) -> &str {
-        &self.owner
+        &self.leases.kind().owner
     }
 
     /// Takes the lock for the owner, or re-enters it, waiting as long as
@@ -109,7 +165,7 @@ impl ReentrantLock {
     /// Cancel safe: a dropped call adds no hold; one its scripts added is
     /// removed from a spawned task.
     pub async fn lock(&self) -> Result<ReentrantGuard> {
-        let lease = self.acquirer()?.acquire(None).await?;
+        let lease = self.leases.acquire((), None).await?;
         Ok(ReentrantGuard { lease })
     }
 
@@ -124,7 +180,7 @@ impl ReentrantLock {
     ///
     /// Cancel safe, as [`lock`](Self::lock).
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<ReentrantGuard> {
-        let lease = self.acquirer()?.acquire(Some(timeout)).await?;
+        let lease = self.leases.acquire((), Some(timeout)).await?;
         Ok(ReentrantGuard { lease })
     }
 
@@ -138,8 +194,25 @@ impl ReentrantLock {
     ///
     /// Cancel safe, as [`lock`](Self::lock).
     pub async fn try_lock(&self) -> Result<Option<ReentrantGuard>> {
-        let lease = self.acquirer()?.try_acquire().await?;
+        let lease = self.leases.try_acquire(()).await?;
         Ok(lease.map(|lease| ReentrantGuard { lease }))
+    }
+
+    /// Takes (or re-enters) the lock, runs `body` while the hold lives, and
+    /// releases the hold. When it is lost first, `body` is cancelled and the
+    /// result is [`Error::LeaseLost`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseLost`] when the hold ended before `body` did; as
+    /// [`lock`](Self::lock) otherwise.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it drops `body` and releases the hold in the
+    /// background.
+    pub async fn run<T>(&self, body: impl AsyncFnOnce(&ReentrantGuard) -> T) -> Result<T> {
+        lease::run(self.lock().await?, body).await
     }
 
     /// How many holds the owner has: 0 when it does not hold the lock.
@@ -152,82 +225,26 @@ impl ReentrantLock {
     ///
     /// Cancel safe: it only reads.
     pub async fn hold_count(&self) -> Result<u32> {
-        let (keys, timing) = self.keys()?;
-        let mut inv = invocation(&scripts::REENTRANT_HOLDS, &keys[..1]);
-        inv.arg(&self.owner);
-        let round = self.quorum.round_majority(inv, timing.node_timeout).await;
-        match round.agreed(|p| p.int(0)) {
-            Some((holds, _)) => Ok(holds.unwrap_or(0).max(0) as u32),
-            None => Err(round.shortfall(&self.quorum, &self.name)),
-        }
-    }
-
-    /// The keys (hash, fence, channel) and timing, checked.
-    fn keys(&self) -> Result<([String; 3], crate::config::Timing)> {
-        if self.owner.is_empty() || self.owner.len() > MAX_KEY_LEN {
-            return Err(E::argument(
-                "owner",
-                format!("must be 1 to {MAX_KEY_LEN} bytes"),
-            ));
-        }
-        let config = self.quorum.config();
-        let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
-        let keys = Keys::new(&config.key_prefix, &self.name)?;
-        let names = [
-            keys.main.clone(),
-            keys.sibling("fence")?,
-            keys.sibling("ready")?,
-        ];
-        Ok((names, timing))
-    }
-
-    fn acquirer(&self) -> Result<Acquirer<impl Fn() -> Request + '_>> {
-        let ([hash, counter, channel], timing) = self.keys()?;
-        let fence = FenceTarget {
-            lease_key: hash.clone(),
-            counter_key: counter.clone(),
-            owner_field: Some("owner".into()),
-            store_field: Some("fence".into()),
-        };
-        let keys = [hash, counter];
-        let spec = LeaseSpec {
-            resource: self.name.clone(),
-            extend: &scripts::REENTRANT_EXTEND,
-            release: &scripts::REENTRANT_RELEASE,
-            channel,
-            keys: keys[..1].to_vec(),
-        };
-        let build = move || {
-            let hold = owner_token();
-            let mut acquire = invocation(&scripts::REENTRANT_ACQUIRE, &keys);
-            acquire.arg(&self.owner).arg(timing.ttl_ms()).arg(&hold);
-            Request {
-                token: self.owner.clone(),
-                acquire,
-                extra: vec![hold],
-            }
-        };
-        Ok(Acquirer {
-            quorum: self.quorum.clone(),
-            spec: Arc::new(spec),
-            timing,
-            fence,
-            auto_extend: self.auto_extend,
-            build,
-        })
+        let plan = self.leases.plan()?;
+        let mut inv = invocation(&scripts::REENTRANT_HOLDS, &[&plan.spec.lease_keys[0]]);
+        inv.arg(self.owner());
+        let nodes = self.leases.quorum().nodes();
+        let timeout = plan.timing.node_timeout;
+        let holds =
+            engine::agree(nodes, Call::new(inv), timeout, self.name(), |p| p.int(0)).await?;
+        Ok(holds.unwrap_or(0).max(0) as u32)
     }
 }
 
 /// One hold of a [`ReentrantLock`], until [`release`](Self::release) or
-/// drop. The same lease API as [`MutexGuard`](crate::MutexGuard); releasing
-/// it removes this hold only.
+/// drop. It derefs to its [`Lease`](crate::Lease), as
+/// [`MutexGuard`](crate::MutexGuard) does; releasing it removes this hold
+/// only.
 #[must_use = "the hold is released when the guard is dropped"]
 #[clippy::has_significant_drop]
 #[derive(Debug)]
 pub struct ReentrantGuard {
-    lease: Lease,
+    lease: lease::Lease,
 }
 
-impl ReentrantGuard {
-    crate::lease::lease_methods!();
-}
+lease::guard!(ReentrantGuard);

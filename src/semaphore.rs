@@ -1,17 +1,19 @@
 //! The counting semaphore.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Quorum;
+use redis::ScriptInvocation;
+
+use crate::config::Timing;
+use crate::engine::{
+    self, Call, FenceTarget, Holding, LeaseSpec, invocation, random_unit, scripts,
+};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::Keys;
-use crate::lease::{Acquirer, Lease, Request, owner_token};
-use crate::quorum::{FenceTarget, LeaseSpec, invocation};
-use crate::scripts;
-use crate::wait::random_unit;
+use crate::lease::{self, Kind, Leases, owner_token};
+use crate::quorum::Quorum;
 
 /// A distributed counting semaphore: at most `permits` permits are held at
 /// once across every process using the same name on the same nodes.
@@ -52,11 +54,85 @@ use crate::wait::random_unit;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Semaphore {
-    quorum: Quorum,
-    name: String,
+    leases: Leases<Permits>,
+}
+
+/// A semaphore's keys: slots by expiry, slot owners (and the capacity),
+/// the fencing counter, the wake-up channel.
+struct SemaphoreKeys {
+    slots: String,
+    owners: String,
+    fence: String,
+    channel: String,
+}
+
+/// The semaphore as a kind of lease: slots won on a majority.
+#[derive(Debug)]
+struct Permits {
     permits: u32,
-    ttl: Option<Duration>,
-    auto_extend: bool,
+}
+
+impl Kind for Permits {
+    /// How many permits one acquisition takes.
+    type Ask = u32;
+
+    fn spec(&self, keys: &Keys) -> Result<LeaseSpec> {
+        if self.permits == 0 || self.permits > Semaphore::MAX_PERMITS {
+            return Err(E::argument(
+                "permits",
+                format!("{} is outside 1..={}", self.permits, Semaphore::MAX_PERMITS),
+            ));
+        }
+        let k = SemaphoreKeys {
+            slots: keys.main.clone(),
+            owners: keys.sibling("owners")?,
+            fence: keys.sibling("fence")?,
+            channel: keys.sibling("ready")?,
+        };
+        Ok(LeaseSpec {
+            resource: keys.resource.clone(),
+            acquire: &scripts::SEMAPHORE_ACQUIRE,
+            extend: &scripts::SEMAPHORE_EXTEND,
+            release: &scripts::SEMAPHORE_RELEASE,
+            acquire_keys: vec![k.slots.clone(), k.owners.clone(), k.fence.clone()],
+            lease_keys: vec![k.slots, k.owners.clone()],
+            channel: k.channel,
+            fence: FenceTarget {
+                lease_key: k.owners,
+                counter_key: k.fence,
+                owner_field: None,
+                store_field: None,
+            },
+        })
+    }
+
+    fn check(&self, k: u32) -> Result<()> {
+        if k == 0 || k > self.permits {
+            return Err(E::argument(
+                "k",
+                format!("{k} permits asked of a semaphore of {}", self.permits),
+            ));
+        }
+        Ok(())
+    }
+
+    fn attempt(
+        &self,
+        k: u32,
+        timing: Timing,
+        acquire: &mut ScriptInvocation<'static>,
+    ) -> (String, Holding) {
+        let token = owner_token();
+        // Racing holders start at different slots, so fewer votes split.
+        let first = (random_unit() * f64::from(self.permits)) as u32 % self.permits;
+        acquire
+            .arg(&token)
+            .arg(timing.ttl_ms())
+            .arg(self.permits)
+            .arg(k)
+            .arg(first);
+        (token, Holding::Slots(Vec::new()))
+    }
 }
 
 impl Semaphore {
@@ -71,11 +147,7 @@ impl Semaphore {
     /// [`Error::InvalidArgument`] and nothing is sent.
     pub fn new(quorum: &Quorum, name: impl Into<String>, permits: u32) -> Semaphore {
         Semaphore {
-            quorum: quorum.clone(),
-            name: name.into(),
-            permits,
-            ttl: None,
-            auto_extend: true,
+            leases: Leases::new(quorum, name.into(), Permits { permits }),
         }
     }
 
@@ -83,26 +155,28 @@ impl Semaphore {
     /// [`Config::ttl`](crate::Config::ttl). The permits of a crashed holder
     /// come back after at most this long.
     #[must_use]
-    pub fn with_ttl(mut self, ttl: Duration) -> Semaphore {
-        self.ttl = Some(ttl);
-        self
+    pub fn with_ttl(self, ttl: Duration) -> Semaphore {
+        Semaphore {
+            leases: self.leases.with_ttl(ttl),
+        }
     }
 
     /// Turns automatic extension on or off. Defaults to on.
     #[must_use]
-    pub fn auto_extend(mut self, on: bool) -> Semaphore {
-        self.auto_extend = on;
-        self
+    pub fn auto_extend(self, on: bool) -> Semaphore {
+        Semaphore {
+            leases: self.leases.auto_extend(on),
+        }
     }
 
     /// The resource name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.leases.name()
     }
 
     /// The number of permits.
     pub fn permits(&self) -> u32 {
-        self.permits
+        self.leases.kind().permits
     }
 
     /// Acquires one permit, waiting as long as it takes.
@@ -134,7 +208,7 @@ impl Semaphore {
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
     pub async fn acquire_many(&self, k: u32) -> Result<SemaphorePermit> {
-        let lease = self.acquirer(k)?.acquire(None).await?;
+        let lease = self.leases.acquire(k, None).await?;
         Ok(SemaphorePermit { lease })
     }
 
@@ -164,7 +238,7 @@ impl Semaphore {
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
     pub async fn acquire_many_timeout(&self, k: u32, timeout: Duration) -> Result<SemaphorePermit> {
-        let lease = self.acquirer(k)?.acquire(Some(timeout)).await?;
+        let lease = self.leases.acquire(k, Some(timeout)).await?;
         Ok(SemaphorePermit { lease })
     }
 
@@ -193,8 +267,25 @@ impl Semaphore {
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
     pub async fn try_acquire_many(&self, k: u32) -> Result<Option<SemaphorePermit>> {
-        let lease = self.acquirer(k)?.try_acquire().await?;
+        let lease = self.leases.try_acquire(k).await?;
         Ok(lease.map(|lease| SemaphorePermit { lease }))
+    }
+
+    /// Acquires one permit, runs `body` while the lease lives, and releases
+    /// it. When the lease is lost first, `body` is cancelled and the result
+    /// is [`Error::LeaseLost`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseLost`] when the lease ended before `body` did; as
+    /// [`acquire`](Self::acquire) otherwise.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it drops `body` and releases the permit in the
+    /// background.
+    pub async fn run<T>(&self, body: impl AsyncFnOnce(&SemaphorePermit) -> T) -> Result<T> {
+        lease::run(self.acquire().await?, body).await
     }
 
     /// The number of permits that could be granted now: slots free on a
@@ -209,16 +300,16 @@ impl Semaphore {
     ///
     /// Cancel safe: it only reads (and reaps expired permits).
     pub async fn available_permits(&self) -> Result<u32> {
-        let (keys, timing) = self.keys()?;
-        let mut inv = invocation(&scripts::SEMAPHORE_AVAILABLE, &keys[..2]);
-        inv.arg(self.permits);
-        let mut round = self.quorum.round_majority(inv, timing.node_timeout).await;
-        round.finish().await;
-        if round.granted() < self.quorum.majority() {
-            return Err(round.shortfall(&self.quorum, &self.name));
-        }
+        let plan = self.leases.plan()?;
+        let permits = self.permits();
+        let keys: Vec<&str> = plan.spec.lease_keys.iter().map(String::as_str).collect();
+        let mut inv = invocation(&scripts::SEMAPHORE_AVAILABLE, &keys);
+        inv.arg(permits);
+        let nodes = self.leases.quorum().nodes();
+        let timeout = plan.timing.node_timeout;
+        let round = engine::read_all(nodes, Call::new(inv), timeout, self.name()).await?;
         // A slot can be granted only where a majority has it free.
-        let mut free_on = vec![0usize; self.permits as usize];
+        let mut free_on = vec![0usize; permits as usize];
         for (_, held) in round.yes() {
             let mut taken = vec![false; free_on.len()];
             for slot in held.ints_from(0) {
@@ -230,83 +321,14 @@ impl Semaphore {
                 *count += usize::from(!taken);
             }
         }
-        let majority = self.quorum.majority();
+        let majority = round.need();
         Ok(free_on.iter().filter(|&&n| n >= majority).count() as u32)
-    }
-
-    /// The keys (set, owners, fence, channel) and timing, checked.
-    fn keys(&self) -> Result<([String; 4], crate::config::Timing)> {
-        if self.permits == 0 || self.permits > Self::MAX_PERMITS {
-            return Err(E::argument(
-                "permits",
-                format!("{} is outside 1..={}", self.permits, Self::MAX_PERMITS),
-            ));
-        }
-        let config = self.quorum.config();
-        let timing = config.timing(self.ttl.unwrap_or(config.ttl))?;
-        let keys = Keys::new(&config.key_prefix, &self.name)?;
-        let names = [
-            keys.main.clone(),
-            keys.sibling("owners")?,
-            keys.sibling("fence")?,
-            keys.sibling("ready")?,
-        ];
-        Ok((names, timing))
-    }
-
-    fn acquirer(&self, k: u32) -> Result<Acquirer<impl Fn() -> Request + '_>> {
-        let ([set, owners, counter, channel], timing) = self.keys()?;
-        if k == 0 || k > self.permits {
-            return Err(E::argument(
-                "k",
-                format!("{k} permits asked of a semaphore of {}", self.permits),
-            ));
-        }
-        let fence = FenceTarget {
-            lease_key: owners.clone(),
-            counter_key: counter.clone(),
-            owner_field: None,
-            store_field: None,
-        };
-        let keys = [set, owners, counter];
-        let spec = LeaseSpec {
-            resource: self.name.clone(),
-            extend: &scripts::SEMAPHORE_EXTEND,
-            release: &scripts::SEMAPHORE_RELEASE,
-            channel,
-            keys: keys[..2].to_vec(),
-        };
-        let permits = self.permits;
-        let build = move || {
-            let token = owner_token();
-            let first = (random_unit() * f64::from(permits)) as u32 % permits;
-            let mut acquire = invocation(&scripts::SEMAPHORE_ACQUIRE, &keys);
-            acquire
-                .arg(&token)
-                .arg(timing.ttl_ms())
-                .arg(permits)
-                .arg(k)
-                .arg(first);
-            Request {
-                token,
-                acquire,
-                extra: Vec::new(),
-            }
-        };
-        Ok(Acquirer {
-            quorum: self.quorum.clone(),
-            spec: Arc::new(spec),
-            timing,
-            fence,
-            auto_extend: self.auto_extend,
-            build,
-        })
     }
 }
 
 /// Proof of holding permits of a [`Semaphore`], until
-/// [`release`](Self::release) or drop. The same lease API as
-/// [`MutexGuard`](crate::MutexGuard).
+/// [`release`](Self::release) or drop. It derefs to its
+/// [`Lease`](crate::Lease), as [`MutexGuard`](crate::MutexGuard) does.
 ///
 /// Dropping it without `release` releases in a spawned task (when a tokio
 /// runtime is running; otherwise the TTL frees the permits).
@@ -314,23 +336,22 @@ impl Semaphore {
 #[clippy::has_significant_drop]
 #[derive(Debug)]
 pub struct SemaphorePermit {
-    lease: Lease,
+    lease: lease::Lease,
 }
 
 impl SemaphorePermit {
     /// The number of permits held.
     pub fn num_permits(&self) -> u32 {
-        self.lease.extra().len() as u32
+        self.slots().len() as u32
     }
 
     /// The slots held, each in `0..permits`.
     pub fn slots(&self) -> Vec<u32> {
-        self.lease
-            .extra()
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        match self.lease.holding() {
+            Holding::Slots(slots) => slots.clone(),
+            _ => Vec::new(),
+        }
     }
-
-    crate::lease::lease_methods!();
 }
+
+lease::guard!(SemaphorePermit);

@@ -106,13 +106,6 @@ async fn cancelled_lock_leaves_nothing_behind_with_a_paused_node() {
     assert!(clean, "lock keys left on the resumed node");
 }
 
-/// The release script as quorate loads it (prelude first), to load it
-/// alone on a node.
-const RELEASE_SOURCE: &str = concat!(
-    include_str!("../lua/prelude.lua"),
-    include_str!("../lua/mutex_release.lua")
-);
-
 /// A lock dropped during its fencing round, while a slow node is still
 /// reloading the acquire script after a flush (three round trips), must not
 /// have its undo overtake that acquire there: the undo waits for the
@@ -141,7 +134,7 @@ async fn a_lock_dropped_during_fencing_leaves_no_key_on_a_node_still_reloading()
             .unwrap();
         let _: String = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(RELEASE_SOURCE)
+            .arg(quorate::testkit::script_source("mutex_release").unwrap())
             .query_async(&mut slow)
             .await
             .unwrap();

@@ -527,7 +527,7 @@ async fn m4_lost_majority_fails_with_a_tally_in_time_and_leaves_no_lock() {
 
     let (attempt, took) = timed(mutex.try_lock()).await;
     let tally = quorum_tally(attempt);
-    assert!(tally.granted <= 2 && tally.needed == 3, "{tally}");
+    assert!(tally.granted() <= 2 && tally.needed() == 3, "{tally}");
     assert!(tally.failed() >= 3, "{tally}");
     assert!(took <= 2 * node_timeout + SLACK, "try_lock took {took:?}");
     // The two live nodes granted, and the undo took it back before the call
@@ -542,7 +542,7 @@ async fn m4_lost_majority_fails_with_a_tally_in_time_and_leaves_no_lock() {
     let (attempt, took) = timed(mutex.lock_timeout(timeout)).await;
     let err = attempt.unwrap_err();
     let tally = err.tally().unwrap_or_else(|| panic!("{err:?}"));
-    assert!(tally.granted <= 2 && tally.needed == 3, "{tally}");
+    assert!(tally.granted() <= 2 && tally.needed() == 3, "{tally}");
     // It waits out its timeout, then at most one more attempt: one round
     // plus its undo, each bounded by the per-node timeout.
     assert!(took >= timeout, "gave up after {took:?}");
@@ -647,8 +647,8 @@ async fn m6_restarted_node_does_not_vote_while_a_lease_it_granted_lives() {
             }
             Ok(None) => panic!("node 2 is empty and 3, 4 are free: nobody refuses B"),
             Err(Error::Quorum(tally)) => {
-                assert!(tally.granted < tally.needed, "{tally}");
-                if matches!(tally.nodes[2].vote, Vote::Quarantined { .. }) {
+                assert!(tally.granted() < tally.needed(), "{tally}");
+                if matches!(tally.nodes()[2].vote(), Vote::Quarantined { .. }) {
                     quarantined.get_or_insert(tally);
                 }
             }
@@ -657,7 +657,7 @@ async fn m6_restarted_node_does_not_vote_while_a_lease_it_granted_lives() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let tally = quarantined.unwrap_or_else(|| panic!("node 2 was never quarantined\n{history}"));
-    assert_eq!(tally.granted, 2, "{tally}");
+    assert_eq!(tally.granted(), 2, "{tally}");
 
     // Once node 2 has sat out the longest lease TTL (plus drift) since it
     // restarted, B gets the lock.
@@ -758,12 +758,11 @@ async fn m6_a_client_that_connects_after_a_restart_does_not_trust_the_restarted_
     let mut quarantined = false;
     while a_guard.is_valid() {
         let tally = shortfall(c_mutex.try_lock().await).expect("nobody refuses C");
-        quarantined |= matches!(tally.nodes[2].vote, Vote::Quarantined { .. });
+        quarantined |= matches!(tally.nodes()[2].vote(), Vote::Quarantined { .. });
         // Node 2's own record says so to a client that reaches nobody else.
         let tally = shortfall(Mutex::new(&alone, "elsewhere").try_lock().await);
-        let vote = tally.expect("node 2 alone is quarantined").nodes[0]
-            .vote
-            .clone();
+        let tally = tally.expect("node 2 alone is quarantined");
+        let vote = tally.nodes()[0].vote().clone();
         assert!(matches!(vote, Vote::Quarantined { .. }), "{vote}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -812,7 +811,7 @@ async fn m6_the_quarantine_covers_the_longest_lease_of_any_process() {
     let c_mutex = Mutex::new(&c, "m6-bound");
     while a_guard.is_valid() {
         let tally = shortfall(c_mutex.try_lock().await).expect("nobody refuses C");
-        assert!(tally.granted < tally.needed, "{tally}");
+        assert!(tally.granted() < tally.needed(), "{tally}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     a_view.shutdown().await;
@@ -1044,8 +1043,8 @@ async fn m9_acquire_that_cannot_fit_its_validity_fails_and_undoes() {
     late_view.set_latency(&all, Duration::from_millis(30));
     let started = Instant::now();
     let tally = quorum_tally(Mutex::new(&late, "m9-late").try_lock().await);
-    assert!(tally.expired, "{tally}");
-    assert!(tally.granted >= tally.needed, "{tally}");
+    assert!(tally.expired(), "{tally}");
+    assert!(tally.granted() >= tally.needed(), "{tally}");
     // The undo ran before the call returned; the keys' own TTL is far off.
     let clean =
         common::eventually(Duration::from_millis(200), || no_lock_keys(&servers, &all)).await;
@@ -1083,12 +1082,12 @@ async fn m9_acquire_that_cannot_fit_its_validity_fails_and_undoes() {
     };
     let started = Instant::now();
     let tally = quorum_tally(Mutex::new(&slow, "m9-slow").try_lock().await);
-    assert!(!tally.expired && tally.granted == 0, "{tally}");
+    assert!(!tally.expired() && tally.granted() == 0, "{tally}");
     assert!(
         tally
-            .nodes
+            .nodes()
             .iter()
-            .all(|n| matches!(n.vote, Vote::Failed(_))),
+            .all(|n| matches!(n.vote(), Vote::Failed(_))),
         "{tally}"
     );
     let clean =
@@ -1170,7 +1169,7 @@ async fn m10_lost_replies_leave_no_phantom_holder() {
     // fails, and its undo reaches the silent nodes as well.
     a_view.proxies[2].drop_replies(true);
     let tally = quorum_tally(a_mutex.try_lock().await);
-    assert_eq!(tally.granted, 2, "{tally}");
+    assert_eq!(tally.granted(), 2, "{tally}");
     let guard = b_mutex
         .lock_timeout(no_phantom_within)
         .await

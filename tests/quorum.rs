@@ -39,10 +39,10 @@ async fn lock_fails_with_a_tally_when_two_nodes_are_down() {
     let Error::Quorum(tally) = &err else {
         panic!("expected a quorum error, got {err:?}");
     };
-    assert_eq!(tally.needed, 2);
-    assert!(tally.granted < 2, "{tally}");
-    assert!(!tally.expired);
-    assert_eq!(tally.nodes.len(), 3);
+    assert_eq!(tally.needed(), 2);
+    assert!(tally.granted() < 2, "{tally}");
+    assert!(!tally.expired());
+    assert_eq!(tally.nodes().len(), 3);
     assert!(tally.failed() >= 1, "{tally}");
     assert!(err.to_string().contains("of 2 needed"), "{err}");
     // A vote the live node gave was undone before the error came back.

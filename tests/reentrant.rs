@@ -166,7 +166,7 @@ async fn another_owners_failed_attempts_do_not_free_the_lock() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(lock.hold_count().await.unwrap(), 2, "{}", setup.label);
         assert_eq!(other.hold_count().await.unwrap(), 0);
-        assert!(holds.iter().all(ReentrantGuard::is_valid));
+        assert!(holds.iter().all(|g| g.is_valid()));
         let third = ReentrantLock::new(&setup.quorum, "guarded", "job-19");
         assert!(third.try_lock().await.unwrap().is_none(), "{}", setup.label);
         for guard in holds {

@@ -7,10 +7,12 @@
 mod clock;
 mod history;
 mod proxy;
+mod scripts;
 mod server;
 pub mod torture;
 
 pub use clock::jump_clock;
 pub use history::{History, LeaseId, LeaseKind, Spec, Violation};
 pub use proxy::FaultProxy;
+pub use scripts::script_source;
 pub use server::{RedisServer, ServerGroup};

@@ -242,7 +242,7 @@ impl Shared {
     /// The delay for the next chunk, jitter drawn anew each time.
     fn delay(&self) -> Duration {
         let Latency { delay, jitter } = *self.latency();
-        delay + jitter.mul_f64(crate::wait::random_unit())
+        delay + jitter.mul_f64(crate::engine::random_unit())
     }
 
     /// Whether bytes flowing this way are to be discarded now.

@@ -1,94 +1,25 @@
-//! How a blocked caller waits: push wake-ups, retry-after, jittered backoff.
+//! Wake-up hints: one subscriber connection per node for the whole quorum,
+//! shared by every waiter of the process through a map from channel to
+//! [`Notify`].
 //!
-//! Release scripts `PUBLISH` on the resource's channel. Each node has one
-//! subscriber connection for the whole [`Quorum`], shared by every waiter of
-//! the process through a map from channel to [`Notify`]. A message is only a
-//! hint to try again now; a waiter also sleeps no longer than the holder's
-//! lease has left, nor than a jittered backoff, so a lost message costs a
-//! little latency and nothing else.
-//!
-//! A released lease frees room for one waiter, so its message wakes one
-//! (in arrival order), and the copies of the same message from other nodes
-//! are dropped; waking them all would have every waiter of the process race
-//! for one lock. Latch and barrier messages (`*`) wake everyone.
+//! Release scripts `PUBLISH` on the resource's channel. A message is only a
+//! hint to try again now. A released lease frees room for one waiter, so its
+//! message wakes one (in arrival order), and the copies of the same message
+//! from other nodes are dropped; waking them all would have every waiter of
+//! the process race for one lock. Latch and barrier messages (`*`) wake
+//! everyone. After a reconnect every waiter looks again: messages sent
+//! meanwhile are lost.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::client::Quorum;
+use super::node::Node;
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::node::Node;
-use crate::quorum::Attempt;
-
-/// A number in `[0, 1)` for jitter. Jitter needs spread, not quality.
-pub(crate) fn random_unit() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Runs `attempt` until it is done, subscribing to `channel` after the first
-/// miss and sleeping between misses until a wake-up, the holder's expiry or
-/// the backoff, whichever comes first.
-///
-/// At the deadline it returns the last unavailability error if the last
-/// attempt failed for want of nodes, [`Error::Timeout`] otherwise.
-pub(crate) async fn wait_for<T, F, Fut>(
-    quorum: &Quorum,
-    channel: &str,
-    timeout: Option<Duration>,
-    mut attempt: F,
-) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Attempt<T>>>,
-{
-    let deadline = timeout.map(|t| Instant::now() + t);
-    if let Attempt::Done(t) = attempt().await? {
-        return Ok(t);
-    }
-    let watch = quorum.notifier().watch(channel).await;
-    let mut round = 0u32;
-    loop {
-        let notified = watch.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let pause = match attempt().await? {
-            Attempt::Done(t) => return Ok(t),
-            Attempt::Busy { retry_after } => {
-                let backoff = quorum.config().backoff(round);
-                retry_after.map_or(backoff, |r| r.min(backoff))
-            }
-            Attempt::Unavailable(e) => {
-                tracing::debug!(channel, error = %e, "attempt failed; retrying");
-                match deadline {
-                    Some(d) if Instant::now() >= d => return Err(e),
-                    _ => quorum.config().backoff(round),
-                }
-            }
-        };
-        let mut wake = Instant::now() + pause;
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                return Err(Error::Timeout(timeout.unwrap_or_default()));
-            }
-            wake = wake.min(d);
-        }
-        tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep_until(wake.into()) => {}
-        }
-        round = round.saturating_add(1);
-    }
-}
 
 /// Wake-up hints per channel, fed by one subscriber task per node.
 pub(crate) struct Notifier {
@@ -128,7 +59,7 @@ pub(crate) struct Watch<'a> {
 }
 
 impl Notifier {
-    pub(crate) fn new(nodes: &[Arc<Node>], config: &Config) -> Notifier {
+    pub(crate) fn new(nodes: &[Node], config: &Config) -> Notifier {
         let subscribers = nodes
             .iter()
             .map(|n| Subscriber {

@@ -1,0 +1,424 @@
+//! Lease operations: claim (acquire, fence, undo), extend and release.
+//!
+//! An acquisition is valid for `ttl - elapsed - drift` after its first send
+//! (`t1`); its local deadline is `t1 + ttl - drift`, the earliest instant a
+//! node could have let the key expire, less the drift allowance. When it
+//! fails, or when the caller drops the future, the undo (release) script
+//! runs on every node that may have said yes, from a spawned task the caller
+//! cannot cancel, once round one's stragglers answered: an undo sent earlier
+//! could overtake an acquire that a node is still reloading its script for.
+//!
+//! Fencing tokens: one node issues them itself (`INCR` in the acquire
+//! script). On several nodes per-node counters drift apart, so round one
+//! reads each counter, the client picks `max + 1`, and round two raises the
+//! counter to it on a quorum of nodes where the lease is still held. Any two
+//! quorums share a node, so the next holder reads at least this token.
+//! Counters are floored at the server clock (ms × 1024), so a node that
+//! restarted empty keeps issuing larger tokens, as long as node clocks
+//! differ by less than the restart quarantine.
+//!
+//! Every acquire script ends its ARGV with the fencing tail: `1` to issue
+//! the token on the node (one node) or `0` to report the counter, then the
+//! counter's TTL; and replies `{1, fence, final, agreed...}` when granted
+//! (`final` 1: `fence` is a token already issued) or `{0, pttl}` when held
+//! by someone else. Extend scripts take `[token, ttl_ms, holding...]` and
+//! release scripts `[token, channel, holding...]`; both reply `{1}` when
+//! done and `{0}` when the lease is not held there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::ScriptInvocation;
+
+use super::node::{Call, invocation};
+use super::nodes::Nodes;
+use super::round::{self, Need, Round, Stragglers};
+use super::scripts::{self, Lua};
+use super::wait::Attempt;
+use crate::config::Timing;
+use crate::error::{Error, Result};
+
+/// How long a fencing counter outlives the last lease that raised it. The
+/// counters are floored at server time, so even a counter that expired
+/// issues larger tokens than before.
+const FENCE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How the leases of one resource are kept: its scripts and keys.
+#[derive(Debug)]
+pub(crate) struct LeaseSpec {
+    pub(crate) resource: String,
+    pub(crate) acquire: &'static Lua,
+    pub(crate) extend: &'static Lua,
+    pub(crate) release: &'static Lua,
+    /// KEYS of the acquire script.
+    pub(crate) acquire_keys: Vec<String>,
+    /// KEYS of the extend and release scripts.
+    pub(crate) lease_keys: Vec<String>,
+    pub(crate) channel: String,
+    pub(crate) fence: FenceTarget,
+}
+
+/// Where fencing round two checks the lease and raises the counter (see
+/// `lua/fence_commit.lua`).
+#[derive(Debug, Clone)]
+pub(crate) struct FenceTarget {
+    pub(crate) lease_key: String,
+    pub(crate) counter_key: String,
+    /// Hash field naming the owner; `None` takes the first agreed value.
+    pub(crate) owner_field: Option<&'static str>,
+    /// Hash field that keeps the issued token, if any.
+    pub(crate) store_field: Option<&'static str>,
+}
+
+/// What a lease holds beyond its owner token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Holding {
+    /// The key the token names (a mutex).
+    Token,
+    /// Semaphore slots: in a claim, those the grant names.
+    Slots(Vec<u32>),
+    /// One hold of a reentrant lock.
+    Hold(String),
+}
+
+impl Holding {
+    /// What extend scripts take after the token and TTL.
+    fn extend_args(&self) -> Vec<String> {
+        match self {
+            Holding::Token => Vec::new(),
+            Holding::Slots(slots) => slots.iter().map(u32::to_string).collect(),
+            Holding::Hold(id) => vec![id.clone()],
+        }
+    }
+
+    /// What release scripts take after the token and channel (slots are
+    /// released by token, also those a lost reply granted).
+    fn release_args(&self) -> Vec<String> {
+        match self {
+            Holding::Hold(id) => vec![id.clone()],
+            Holding::Token | Holding::Slots(_) => Vec::new(),
+        }
+    }
+}
+
+impl LeaseSpec {
+    fn extend_call(&self, token: &str, ttl_ms: u64, holding: &Holding) -> Call {
+        let mut inv = invocation(self.extend, &keys(&self.lease_keys));
+        inv.arg(token).arg(ttl_ms).arg(holding.extend_args());
+        Call::new(inv)
+    }
+
+    fn release_call(&self, token: &str, holding: &Holding) -> Call {
+        let mut inv = invocation(self.release, &keys(&self.lease_keys));
+        inv.arg(token)
+            .arg(&self.channel)
+            .arg(holding.release_args());
+        Call::new(inv)
+    }
+
+    /// The acquire script with its keys set, for a claim to add its
+    /// arguments to.
+    pub(crate) fn acquire_invocation(&self) -> ScriptInvocation<'static> {
+        invocation(self.acquire, &keys(&self.acquire_keys))
+    }
+}
+
+fn keys(keys: &[String]) -> Vec<&str> {
+    keys.iter().map(String::as_str).collect()
+}
+
+/// One acquisition to attempt.
+pub(crate) struct Claim {
+    pub(crate) spec: Arc<LeaseSpec>,
+    pub(crate) token: String,
+    /// The acquire script with its own arguments, before the fencing tail.
+    pub(crate) acquire: ScriptInvocation<'static>,
+    pub(crate) holding: Holding,
+    pub(crate) timing: Timing,
+}
+
+/// A successful acquisition.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    /// When the votes were in and the lease was decided.
+    pub(crate) granted: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) fence: u64,
+    pub(crate) holding: Holding,
+}
+
+/// One acquisition attempt: round one, fencing round two on several
+/// nodes, and the undo when either falls short.
+pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Grant>> {
+    let Claim {
+        spec,
+        token,
+        mut acquire,
+        holding,
+        timing,
+    } = claim;
+    let t1 = Instant::now();
+    let deadline = t1 + timing.ttl - timing.drift;
+    acquire
+        .arg(u8::from(nodes.len() == 1))
+        .arg(fence_ttl_ms(timing));
+    let mut undo = Undo::armed(nodes, spec.release_call(&token, &holding), timing);
+    let timeout = timing.node_timeout;
+    let mut first = round::on_all(nodes, Call::grant(acquire), Need::Majority, timeout).await;
+    undo.after = first.stragglers();
+    if first.reached() && !settled(&first) {
+        // The votes in hand disagree; the stragglers may settle it.
+        first.finish().await;
+    }
+    let agreed = first.agreed(|p| p.ints_from(2));
+    let in_time = Instant::now() < deadline;
+    if let Some((held, _)) = agreed.as_ref().filter(|_| in_time)
+        && let Some(fence) = fence(nodes, &spec, &token, timing, &first, held, deadline).await
+    {
+        let holding = match holding {
+            Holding::Slots(_) => Holding::Slots(held.iter().map(|&s| s as u32).collect()),
+            other => other,
+        };
+        undo.keep(first, held.clone());
+        return Ok(Attempt::Done(Grant {
+            granted: Instant::now(),
+            deadline,
+            fence,
+            holding,
+        }));
+    }
+    // Undo after the stragglers answered: on each node the undo then
+    // follows the acquire, and nodes that refused need none.
+    first.finish().await;
+    undo.run(first.maybe_applied()).await;
+    if let Some(e) = first.permanent_error(&spec.resource) {
+        return Err(e);
+    }
+    // Enough yes votes granting different things (semaphore slots) is
+    // contention among holders, as is a majority of refusals.
+    let split = agreed.is_none() && first.reached();
+    if split || first.definitely_refused() {
+        return Ok(Attempt::Busy {
+            retry_after: first.retry_after(),
+        });
+    }
+    let expired = agreed.is_some() && Instant::now() >= deadline;
+    Ok(Attempt::Unavailable(Error::Quorum(first.tally(expired))))
+}
+
+/// True when the yes votes agree on what was granted and, if any node
+/// reports a token it already issued, a quorum reports the same one.
+fn settled(round: &Round) -> bool {
+    let any_issued = round.yes().any(|(_, p)| p.int(1) == Some(1));
+    round.agreed(|p| p.ints_from(2)).is_some() && (!any_issued || issued_token(round).is_some())
+}
+
+/// A token a quorum of yes votes report as already issued (one node; a
+/// reentrant hold).
+fn issued_token(round: &Round) -> Option<i64> {
+    round
+        .agreed(|p| (p.int(1) == Some(1)).then(|| p.int(0)))
+        .and_then(|(token, _)| token.flatten())
+}
+
+/// The fencing token of a granted round one: the token the agreeing nodes
+/// already issued, or one made by round two.
+async fn fence(
+    nodes: &Arc<Nodes>,
+    spec: &LeaseSpec,
+    owner: &str,
+    timing: Timing,
+    first: &Round,
+    held: &[i64],
+    deadline: Instant,
+) -> Option<u64> {
+    if let Some(token) = issued_token(first) {
+        return Some(token.max(0) as u64);
+    }
+    if first.yes().any(|(_, p)| p.int(1) == Some(1)) {
+        // Some nodes hold a token already issued to this owner but no
+        // quorum agrees on it: minting another would give one holding two
+        // tokens. Try again; a stale one expires with its TTL.
+        return None;
+    }
+    let top = first.yes().filter_map(|(_, p)| p.int(0)).max()?;
+    let token = top.max(0) as u64 + 1;
+    let target = &spec.fence;
+    let owner_field = target
+        .owner_field
+        .map(str::to_owned)
+        .or(held.first().map(i64::to_string))
+        .unwrap_or_default();
+    let mut inv = invocation(
+        &scripts::FENCE_COMMIT,
+        &[&target.lease_key, &target.counter_key],
+    );
+    inv.arg(owner)
+        .arg(token)
+        .arg(fence_ttl_ms(timing))
+        .arg(owner_field)
+        .arg(target.store_field.unwrap_or(""));
+    let second = round::on_all(nodes, Call::new(inv), Need::Majority, timing.node_timeout).await;
+    (second.reached() && Instant::now() < deadline).then_some(token)
+}
+
+fn fence_ttl_ms(timing: Timing) -> u64 {
+    (FENCE_TTL.max(timing.ttl * 2)).as_millis() as u64
+}
+
+/// Extends a lease; returns its new deadline.
+///
+/// [`Error::NotHeld`] means a quorum of nodes no longer holds it for us:
+/// the lease is lost for good. Other errors are worth retrying.
+pub(crate) async fn extend(
+    nodes: &Arc<Nodes>,
+    spec: &LeaseSpec,
+    token: &str,
+    holding: &Holding,
+    timing: Timing,
+) -> Result<Instant> {
+    let t1 = Instant::now();
+    let deadline = t1 + timing.ttl - timing.drift;
+    let call = spec.extend_call(token, timing.ttl_ms(), holding);
+    let round = round::on_all(nodes, call, Need::Majority, timing.node_timeout).await;
+    if round.reached() && Instant::now() < deadline {
+        return Ok(deadline);
+    }
+    if round.definitely_refused() {
+        return Err(Error::NotHeld);
+    }
+    Err(Error::Quorum(round.tally(round.reached())))
+}
+
+/// Releases on every node. `Ok` when a quorum deleted our keys;
+/// [`Error::NotHeld`] when the lease was no longer valid (`valid` false) or
+/// a quorum no longer held it (their keys are left alone).
+pub(crate) async fn release(
+    nodes: &Arc<Nodes>,
+    spec: &LeaseSpec,
+    token: &str,
+    holding: &Holding,
+    timeout: Duration,
+    valid: bool,
+) -> Result<()> {
+    let call = spec.release_call(token, holding);
+    let round = round::on_all(nodes, call, Need::All, timeout).await;
+    if !valid || round.definitely_refused() {
+        return Err(Error::NotHeld);
+    }
+    if round.reached() {
+        return Ok(());
+    }
+    Err(Error::Quorum(round.tally(false)))
+}
+
+/// Runs the undo (release) script of a claim unless disarmed. Dropped while
+/// armed (the caller's future was cancelled), it spawns the undo on every
+/// node, so no phantom holder is left until the TTL.
+struct Undo {
+    nodes: Arc<Nodes>,
+    call: Option<Call>,
+    timeout: Duration,
+    /// Round one's answers still in flight: an undo sent before they land
+    /// could overtake an acquire (one retried after NOSCRIPT goes out
+    /// again), so it waits for them.
+    after: Option<Stragglers>,
+}
+
+impl Undo {
+    fn armed(nodes: &Arc<Nodes>, call: Call, timing: Timing) -> Undo {
+        Undo {
+            nodes: nodes.clone(),
+            call: Some(call),
+            timeout: timing.node_timeout,
+            after: None,
+        }
+    }
+
+    /// The claim succeeded with what the quorum agreed on (`held`: the
+    /// semaphore slots; nothing for a mutex). In the background, once every
+    /// node has answered, undo on the nodes that granted something else:
+    /// their slots are no part of the lease and nothing else would free them
+    /// before the release.
+    fn keep(&mut self, mut first: Round, held: Vec<i64>) {
+        let Some(call) = self.call.take() else { return };
+        self.after = None;
+        let nodes = self.nodes.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            first.finish().await;
+            let others: Vec<usize> = first
+                .yes()
+                .filter(|(_, p)| p.ints_from(2) != held)
+                .map(|(i, _)| i)
+                .collect();
+            if !others.is_empty() {
+                round::on(&nodes, call, &others, Need::All, timeout).await;
+            }
+        });
+    }
+
+    /// Undoes on the given nodes and waits for it; the work runs in its own
+    /// task, so cancelling this wait does not cancel the undo.
+    async fn run(&mut self, targets: Vec<usize>) {
+        let Some(call) = self.call.take() else { return };
+        if !targets.is_empty() {
+            let nodes = self.nodes.clone();
+            let _ = spawn_undo(nodes, call, targets, self.timeout, None).await;
+        }
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let targets = (0..self.nodes.len()).collect();
+            let after = self.after.take();
+            spawn_undo(self.nodes.clone(), call, targets, self.timeout, after);
+        }
+    }
+}
+
+fn spawn_undo(
+    nodes: Arc<Nodes>,
+    call: Call,
+    targets: Vec<usize>,
+    timeout: Duration,
+    after: Option<Stragglers>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Some(stragglers) = after {
+            stragglers.await;
+        }
+        round::on(&nodes, call, &targets, Need::All, timeout).await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::round::tests::yes;
+    use super::*;
+
+    #[test]
+    fn a_token_issued_on_a_quorum_settles_round_one() {
+        let round = Round::of(vec![yes(&[41, 1]), yes(&[41, 1]), None]);
+        assert!(settled(&round));
+        assert_eq!(issued_token(&round), Some(41));
+        let split = Round::of(vec![yes(&[41, 1]), yes(&[40, 0]), None]);
+        assert!(!settled(&split));
+        assert_eq!(issued_token(&split), None);
+    }
+
+    #[test]
+    fn holdings_give_their_script_arguments() {
+        assert!(Holding::Token.extend_args().is_empty());
+        let slots = Holding::Slots(vec![0, 3]);
+        assert_eq!(slots.extend_args(), ["0", "3"]);
+        assert!(slots.release_args().is_empty());
+        let hold = Holding::Hold("h".into());
+        assert_eq!(hold.extend_args(), ["h"]);
+        assert_eq!(hold.release_args(), ["h"]);
+    }
+}

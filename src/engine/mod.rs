@@ -1,0 +1,31 @@
+//! The quorum-and-expiry engine: everything the primitives share, behind
+//! one boundary (this module's exports).
+//!
+//! - `nodes` / `node`: the nodes of one quorum and each one's connection,
+//!   handshake and per-request timeout; `admission` decides whether a node's
+//!   grants count after a restart.
+//! - `scripts`: the Lua registry. `round`: one script on every node in
+//!   parallel, counted as votes with early decision.
+//! - `lease_ops`: claim (acquire, fence, undo), extend, release.
+//! - `read`: majority reads and writes with agreement.
+//! - `notify` and `wait`: push wake-ups, and how a blocked caller waits.
+//!
+//! Modules depend downwards only: admission, scripts ← node ← notify ←
+//! nodes ← round ← read, wait ← lease_ops.
+
+mod admission;
+mod lease_ops;
+mod node;
+mod nodes;
+mod notify;
+mod read;
+mod round;
+pub(crate) mod scripts;
+mod wait;
+
+pub(crate) use lease_ops::{Claim, FenceTarget, Grant, Holding, LeaseSpec, claim, extend, release};
+pub(crate) use node::{Call, Payload, Reply, invocation};
+pub(crate) use nodes::Nodes;
+pub(crate) use read::{agree, gather, read, read_all, spread, write};
+pub(crate) use round::Round;
+pub(crate) use wait::{Attempt, backoff, random_unit, wait_for};

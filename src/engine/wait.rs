@@ -1,0 +1,152 @@
+//! How a blocked caller waits: push wake-ups, retry-after, jittered backoff.
+//!
+//! A waiter subscribes to the resource's channel after its first miss (see
+//! `notify.rs`) and then sleeps until a wake-up, the holder's lease would
+//! end, or a jittered backoff passes, whichever comes first; so a lost
+//! message costs a little latency and nothing else.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::nodes::Nodes;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The outcome of one attempt of a waiting call.
+#[derive(Debug)]
+pub(crate) enum Attempt<T> {
+    Done(T),
+    /// Held by someone else; their lease has about `retry_after` left.
+    Busy {
+        retry_after: Option<Duration>,
+    },
+    /// Too many nodes failed; worth retrying later.
+    Unavailable(Error),
+}
+
+impl<T> Attempt<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Attempt<U> {
+        match self {
+            Attempt::Done(t) => Attempt::Done(f(t)),
+            Attempt::Busy { retry_after } => Attempt::Busy { retry_after },
+            Attempt::Unavailable(e) => Attempt::Unavailable(e),
+        }
+    }
+
+    /// A quorum shortfall is worth retrying; other errors stand.
+    pub(crate) fn retry_on_quorum(result: Result<T>) -> Result<Attempt<T>> {
+        match result {
+            Ok(t) => Ok(Attempt::Done(t)),
+            Err(e @ Error::Quorum(_)) => Ok(Attempt::Unavailable(e)),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// A number in `[0, 1)` for jitter. Jitter needs spread, not quality.
+pub(crate) fn random_unit() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Backoff before attempt `attempt` (0-based) of a waiting call: doubling
+/// from `retry_delay` up to `max_retry_delay`, plus up to `retry_jitter`.
+pub(crate) fn backoff(config: &Config, attempt: u32) -> Duration {
+    let base = config
+        .retry_delay
+        .saturating_mul(1 << attempt.min(16))
+        .min(config.max_retry_delay);
+    base + config.retry_jitter.mul_f64(random_unit())
+}
+
+/// Runs `attempt` until it is done, subscribing to `channel` after the first
+/// miss and sleeping between misses until a wake-up, the holder's expiry or
+/// the backoff, whichever comes first.
+///
+/// At the deadline it returns the last unavailability error if the last
+/// attempt failed for want of nodes, [`Error::Timeout`] otherwise.
+pub(crate) async fn wait_for<T, F, Fut>(
+    nodes: &Arc<Nodes>,
+    channel: &str,
+    timeout: Option<Duration>,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Attempt<T>>>,
+{
+    let deadline = timeout.map(|t| Instant::now() + t);
+    if let Attempt::Done(t) = attempt().await? {
+        return Ok(t);
+    }
+    let watch = nodes.notifier().watch(channel).await;
+    let config = nodes.config();
+    let mut round = 0u32;
+    loop {
+        let notified = watch.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let pause = match attempt().await? {
+            Attempt::Done(t) => return Ok(t),
+            Attempt::Busy { retry_after } => {
+                let backoff = backoff(config, round);
+                retry_after.map_or(backoff, |r| r.min(backoff))
+            }
+            Attempt::Unavailable(e) => {
+                tracing::debug!(channel, error = %e, "attempt failed; retrying");
+                match deadline {
+                    Some(d) if Instant::now() >= d => return Err(e),
+                    _ => backoff(config, round),
+                }
+            }
+        };
+        let mut wake = Instant::now() + pause;
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return Err(Error::Timeout(timeout.unwrap_or_default()));
+            }
+            wake = wake.min(d);
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        round = round.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling_plus_jitter() {
+        let config = Config {
+            retry_delay: Duration::from_millis(10),
+            retry_jitter: Duration::from_millis(5),
+            max_retry_delay: Duration::from_millis(100),
+            ..Config::default()
+        };
+        let within = |attempt, base: u64| {
+            let b = backoff(&config, attempt);
+            b >= Duration::from_millis(base) && b < Duration::from_millis(base + 5)
+        };
+        assert!(within(0, 10));
+        assert!(within(1, 20));
+        assert!(within(3, 80));
+        assert!(within(4, 100));
+        assert!(within(u32::MAX, 100));
+    }
+
+    #[test]
+    fn jitter_stays_in_the_unit_interval() {
+        for _ in 0..1000 {
+            let u = random_unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}
