@@ -24,13 +24,11 @@
 --          (see the prelude) once it is decided here; {1, gen, 2} when it is
 --          older than this node remembers; error QUORATE_MISMATCH when the
 --          barrier was created with another number of parties.
-local refused = mismatch(KEYS[1], 'parties', ARGV[2])
+local refused = created_with(KEYS[1], 'parties', ARGV[2], ARGV[5])
 if refused then
   return refused
 end
 local parties = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'parties', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
 local gen = tonumber(ARGV[3]) or math.max(tonumber(redis.call('HGET', KEYS[1], 'gen') or '0'), floor)
 if gen < floor then

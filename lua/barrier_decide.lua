@@ -15,12 +15,10 @@
 -- Returns  the reply of barrier_outcome (see the prelude) for the outcome
 --          now decided here; {1, gen, 2} when the generation is older than
 --          this node remembers; error QUORATE_MISMATCH as barrier_arrive.
-local refused = mismatch(KEYS[1], 'parties', ARGV[4])
+local refused = created_with(KEYS[1], 'parties', ARGV[4], ARGV[5])
 if refused then
   return refused
 end
-redis.call('HSET', KEYS[1], 'parties', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local gen = tonumber(ARGV[1])
 if gen < tonumber(redis.call('HGET', KEYS[1], 'floor') or '0') then
   return {1, gen, 2}

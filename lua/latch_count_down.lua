@@ -12,12 +12,10 @@
 -- ARGV[4..] operation ids
 -- Returns  {1, distinct count-downs on this node}; error QUORATE_MISMATCH
 --          when the latch was created with another count.
-local refused = mismatch(KEYS[2], 'count', ARGV[1])
+local refused = created_with(KEYS[2], 'count', ARGV[1], ARGV[2])
 if refused then
   return refused
 end
-redis.call('HSET', KEYS[2], 'count', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
 for i = 4, #ARGV do
   redis.call('SADD', KEYS[1], ARGV[i])
 end

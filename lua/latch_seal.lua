@@ -6,11 +6,10 @@
 -- ARGV[1]  count
 -- ARGV[2]  state ttl, milliseconds
 -- Returns  {1}; error QUORATE_MISMATCH as count_down.
-local refused = mismatch(KEYS[2], 'count', ARGV[1])
+local refused = created_with(KEYS[2], 'count', ARGV[1], ARGV[2])
 if refused then
   return refused
 end
-redis.call('HSET', KEYS[2], 'count', ARGV[1], 'open', 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[2], 'open', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1}

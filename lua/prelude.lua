@@ -1,5 +1,21 @@
--- Prelude: prepended to every script when it is loaded (src/scripts.rs), so
--- the helpers below are written once.
+-- Prelude: the helpers every script may use, written once. It is folded
+-- onto the first line of each script when loaded (src/engine/scripts.rs),
+-- so keep every comment here on a line of its own.
+--
+-- Conventions of all scripts:
+-- * Replies are arrays whose first element is the status: 1 for yes (a
+--   grant, a done extend or release, or any answer of a read), 0 for no
+--   (held by someone else, not held by us).
+-- * Acquire scripts end ARGV with the fencing tail: 1 to issue the token
+--   here (one node) or 0 to report the counter (round one of two on several
+--   nodes), then the counter's ttl in ms. They reply {1, fence, final,
+--   granted...} (final 1: fence is a token already issued; granted: what a
+--   majority must agree on, semaphore slots) or {0, pttl} (pttl: ms left on
+--   the holder's lease, or until the earliest ends).
+-- * Extend scripts take ARGV = {token, ttl ms, holding...} and release
+--   scripts ARGV = {token, channel, holding...}; both reply {1} or {0}.
+-- * State created with other parameters is refused with the error
+--   QUORATE_MISMATCH.
 
 -- Server time in milliseconds. Expiry scores use it, never a client clock.
 local function server_ms()
@@ -13,6 +29,19 @@ end
 -- by more than the restart quarantine. Exact in Lua doubles until 2248.
 local function fence_floor()
   return server_ms() * 1024
+end
+
+-- The fencing part of a grant (see the tail above): the counter, floored at
+-- the clock, and when `issue` is '1' the next token, stored. Returns the
+-- value and whether it is an issued token.
+local function mint_fence(counter, issue, counter_ttl)
+  local fence = math.max(tonumber(redis.call('GET', counter) or '0'), fence_floor())
+  if issue ~= '1' then
+    return fence, 0
+  end
+  fence = fence + 1
+  redis.call('SET', counter, string.format('%d', fence), 'PX', counter_ttl)
+  return fence, 1
 end
 
 -- Sets a key's TTL to `ms` unless it already has more left: extensions
@@ -110,5 +139,34 @@ local function mismatch(key, field, value)
   if stored and stored ~= value then
     return redis.error_reply('QUORATE_MISMATCH created with ' .. field .. ' ' .. stored .. ', opened with ' .. value)
   end
+end
+
+-- As mismatch, and when the state matches records `value` in it and keeps
+-- the hash `ttl` ms more: every write of latch and barrier state does this.
+local function created_with(key, field, value, ttl)
+  local refused = mismatch(key, field, value)
+  if not refused then
+    redis.call('HSET', key, field, value)
+    redis.call('PEXPIRE', key, ttl)
+  end
+  return refused
+end
+
+-- Drops a semaphore's expired slots (sorted set `slots`: slot -> expiry in
+-- server ms; hash `owners`: slot -> owner token).
+local function semaphore_reap(slots, owners, now)
+  for _, slot in ipairs(redis.call('ZRANGEBYSCORE', slots, '-inf', now)) do
+    redis.call('HDEL', owners, slot)
+  end
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+end
+
+-- Keeps a semaphore's keys as long as its longest lease, which covers
+-- every slot's expiry (the slots are the leases).
+local function semaphore_keep(slots, owners, now)
+  local last = redis.call('ZRANGE', slots, -1, -1, 'WITHSCORES')
+  local keep = math.max(tonumber(last[2]) - now, 1)
+  redis.call('PEXPIRE', slots, keep)
+  redis.call('PEXPIRE', owners, keep)
 end
 

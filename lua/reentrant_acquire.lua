@@ -10,11 +10,9 @@
 -- ARGV[1]  owner id
 -- ARGV[2]  lease ttl, milliseconds
 -- ARGV[3]  hold id
--- ARGV[4]  1: issue the fencing token here (one node); 0: report the counter
--- ARGV[5]  fencing counter ttl, milliseconds
--- Returns  {1, fence, final} when held (see mutex_acquire.lua; a re-entry
---          returns the stored token with final = 1); {0, pttl} when another
---          owner holds it.
+-- ARGV[4..5] the fencing tail
+-- Returns  {1, fence, final} when held (a re-entry returns the stored token
+--          with final = 1); {0, pttl} when another owner holds it.
 local now = server_ms()
 local live = reentrant_live(KEYS[1], now)
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -30,11 +28,8 @@ local stored = redis.call('HGET', KEYS[1], 'fence')
 if stored then
   return {1, tonumber(stored), 1}
 end
-local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), fence_floor())
-if ARGV[4] == '1' then
-  fence = fence + 1
-  redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[5])
+local fence, final = mint_fence(KEYS[2], ARGV[4], ARGV[5])
+if final == 1 then
   redis.call('HSET', KEYS[1], 'fence', string.format('%d', fence))
-  return {1, fence, 1}
 end
-return {1, fence, 0}
+return {1, fence, final}

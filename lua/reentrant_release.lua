@@ -7,13 +7,12 @@
 -- ARGV[2]  wake-up channel; the message names this release, so that its
 --          copies from several nodes wake one waiter, not one each
 -- ARGV[3]  hold id
--- Returns  {1, holds left} when the hold was released; {0, 0} when it was
---          not held.
+-- Returns  {1} when the hold was released; {0} when it was not held.
 local now = server_ms()
 reentrant_live(KEYS[1], now)
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1]
   or redis.call('HDEL', KEYS[1], 'h:' .. ARGV[3]) == 0 then
-  return {0, 0}
+  return {0}
 end
 local left, latest = reentrant_live(KEYS[1], now)
 if left == 0 then
@@ -21,4 +20,4 @@ if left == 0 then
 else
   reentrant_cover(KEYS[1], latest, now)
 end
-return {1, left}
+return {1}

@@ -15,22 +15,16 @@
 -- ARGV[3]  L, the number of permits
 -- ARGV[4]  k, permits wanted
 -- ARGV[5]  first slot to try
--- ARGV[6]  1: issue the fencing token here (one node); 0: report the counter
--- ARGV[7]  fencing counter ttl, milliseconds
--- Returns  {1, fence, final, slot...} when granted (see mutex_acquire.lua);
---          {0, ms} when fewer than k slots are free, ms being the time until
---          the earliest lease ends; error QUORATE_MISMATCH when the set was
---          made with another L.
+-- ARGV[6..7] the fencing tail (see the prelude)
+-- Returns  {1, fence, final, slot...} when granted; {0, ms} when fewer
+--          than k slots are free, ms being the time until the earliest lease
+--          ends; error QUORATE_MISMATCH when the set was made with another L.
 local ms = server_ms()
 local refused = mismatch(KEYS[2], 'permits', ARGV[3])
 if refused then
   return refused
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
-for _, slot in ipairs(expired) do
-  redis.call('HDEL', KEYS[2], slot)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+semaphore_reap(KEYS[1], KEYS[2], ms)
 
 local permits = tonumber(ARGV[3])
 local wanted = tonumber(ARGV[4])
@@ -65,19 +59,8 @@ if #got == 0 then
   end
 end
 redis.call('HSET', KEYS[2], 'permits', ARGV[3])
--- Both keys live as long as the longest lease in the set.
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local keep = math.max(tonumber(last[2]) - ms, 1)
-redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('PEXPIRE', KEYS[2], keep)
-
-local fence = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), fence_floor())
-local final = 0
-if ARGV[6] == '1' then
-  fence = fence + 1
-  final = 1
-  redis.call('SET', KEYS[3], string.format('%d', fence), 'PX', ARGV[7])
-end
+semaphore_keep(KEYS[1], KEYS[2], ms)
+local fence, final = mint_fence(KEYS[3], ARGV[6], ARGV[7])
 local reply = {1, fence, final}
 for _, slot in ipairs(got) do
   reply[#reply + 1] = slot

@@ -10,12 +10,7 @@ local refused = mismatch(KEYS[2], 'permits', ARGV[1])
 if refused then
   return refused
 end
-local ms = server_ms()
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
-for _, slot in ipairs(expired) do
-  redis.call('HDEL', KEYS[2], slot)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+semaphore_reap(KEYS[1], KEYS[2], server_ms())
 local reply = {1}
 for _, slot in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   reply[#reply + 1] = tonumber(slot)

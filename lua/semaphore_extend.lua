@@ -19,8 +19,5 @@ local expiry = ms + tonumber(ARGV[2])
 for i = 3, #ARGV do
   redis.call('ZADD', KEYS[1], 'XX', 'GT', expiry, ARGV[i])
 end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local keep = math.max(tonumber(last[2]) - ms, 1)
-extend_to(KEYS[1], keep)
-extend_to(KEYS[2], keep)
+semaphore_keep(KEYS[1], KEYS[2], ms)
 return {1}

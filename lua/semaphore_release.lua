@@ -8,7 +8,7 @@
 -- ARGV[1]  owner token
 -- ARGV[2]  wake-up channel; the message names this release, so that its
 --          copies from several nodes wake one waiter, not one each
--- Returns  {1, n} when n > 0 slots were released; {0, 0} when none was held.
+-- Returns  {1} when some slot was released; {0} when none was held.
 local owners = redis.call('HGETALL', KEYS[2])
 local released = 0
 for i = 1, #owners, 2 do
@@ -19,10 +19,10 @@ for i = 1, #owners, 2 do
   end
 end
 if released == 0 then
-  return {0, 0}
+  return {0}
 end
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
 end
 redis.call('PUBLISH', ARGV[2], redis.sha1hex(ARGV[1]))
-return {1, released}
+return {1}

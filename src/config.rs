@@ -212,3 +212,97 @@ impl Timing {
         self.ttl.as_millis() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_lease_timing_takes_the_default_node_timeout_and_drift() {
+        let timing = Config::default().timing(Duration::from_secs(10)).unwrap();
+        assert_eq!(timing.ttl, Duration::from_secs(10));
+        assert_eq!(timing.node_timeout, ms(50));
+        assert_eq!(timing.drift, ms(102));
+        // Short TTLs get a twentieth of it as the node timeout.
+        assert_eq!(
+            Config::default().timing(ms(400)).unwrap().node_timeout,
+            ms(20)
+        );
+    }
+
+    #[test]
+    fn lease_ttls_out_of_range_are_refused_with_the_field() {
+        let config = Config::default();
+        for bad in [ms(9), Duration::from_micros(10_999) / 2, ms(60_001)] {
+            let e = config.timing(bad).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidConfig { field: "ttl", .. }),
+                "{bad:?}: {e}"
+            );
+        }
+        let slow = Config {
+            node_timeout: Some(ms(100)),
+            ..Config::default()
+        };
+        let e = slow.timing(ms(999)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidConfig {
+                    field: "node_timeout",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let drifty = Config {
+            drift_factor: 0.9,
+            ..Config::default()
+        };
+        assert!(drifty.timing(ms(20)).is_err());
+    }
+
+    #[test]
+    fn state_may_outlive_max_ttl_but_not_thirty_days() {
+        let config = Config::default();
+        assert!(config.state_timing(Duration::from_secs(3600)).is_ok());
+        assert!(config.state_timing(Config::MAX_STATE_TTL + ms(1)).is_err());
+        assert!(config.state_timing(ms(9)).is_err());
+    }
+
+    #[test]
+    fn the_quarantine_is_the_bound_plus_its_drift_unless_switched_off() {
+        let config = Config::default();
+        assert_eq!(config.quarantine(Duration::from_secs(10)), Some(ms(10_102)));
+        let off = Config {
+            restart_quarantine: false,
+            ..Config::default()
+        };
+        assert_eq!(off.quarantine(Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let nan = Config {
+            drift_factor: f64::NAN,
+            ..Config::default()
+        };
+        assert!(matches!(
+            nan.validate(),
+            Err(Error::InvalidConfig {
+                field: "drift_factor",
+                ..
+            })
+        ));
+        let zero = Config {
+            retry_delay: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -26,12 +26,11 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::ScriptInvocation;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Timing;
-use crate::engine::{self, Attempt, Claim, Grant, Holding, LeaseSpec, random_unit};
+use crate::engine::{self, Attempt, Claim, Grant, Holding, Invocation, LeaseSpec, random_unit};
 use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::quorum::Quorum;
@@ -56,7 +55,7 @@ pub(crate) trait Kind: Send + Sync + 'static {
         &self,
         ask: Self::Ask,
         timing: Timing,
-        acquire: &mut ScriptInvocation<'static>,
+        acquire: &mut Invocation,
     ) -> (String, Holding);
 }
 

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use redis::ScriptInvocation;
-
 use crate::config::Timing;
-use crate::engine::{FenceTarget, Holding, LeaseSpec, scripts};
+use crate::engine::{FenceTarget, Holding, Invocation, LeaseSpec, scripts};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
@@ -26,12 +24,12 @@ use crate::quorum::Quorum;
 ///
 /// # Guarantees
 ///
-/// While [`MutexGuard::is_valid`] is true, no other guard for the same name
+/// While [`Lease::is_valid`](crate::Lease::is_valid) is true, no other guard for the same name
 /// is valid, given the Redlock assumptions: clocks that drift by at most the
 /// drift factor, nodes that keep their keys (persistence, or a node kept out
 /// of the quorum after a restart), and a holder that stops acting when its
 /// lease ends. A process paused past its lease can still act afterwards:
-/// pass [`MutexGuard::fencing_token`] to the protected resource and have it
+/// pass [`Lease::fencing_token`](crate::Lease::fencing_token) to the protected resource and have it
 /// refuse smaller tokens.
 ///
 /// # Examples
@@ -88,12 +86,7 @@ impl Kind for Exclusive {
         })
     }
 
-    fn attempt(
-        &self,
-        (): (),
-        timing: Timing,
-        acquire: &mut ScriptInvocation<'static>,
-    ) -> (String, Holding) {
+    fn attempt(&self, (): (), timing: Timing, acquire: &mut Invocation) -> (String, Holding) {
         let token = owner_token();
         acquire.arg(&token).arg(timing.ttl_ms());
         (token, Holding::Token)
@@ -126,7 +119,7 @@ impl Mutex {
 
     /// Turns automatic extension on or off. Defaults to on: a keeper task
     /// renews the lease at about a third of its TTL until release, and
-    /// reports a failed renewal through [`MutexGuard::lost`].
+    /// reports a failed renewal through [`Lease::lost`](crate::Lease::lost).
     #[must_use]
     pub fn auto_extend(self, on: bool) -> Mutex {
         Mutex {

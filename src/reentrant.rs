@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use redis::ScriptInvocation;
-
 use crate::config::Timing;
-use crate::engine::{self, Call, FenceTarget, Holding, LeaseSpec, invocation, scripts};
+use crate::engine::{self, Call, FenceTarget, Holding, Invocation, LeaseSpec, invocation, scripts};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{Error as E, Result};
@@ -97,12 +95,7 @@ impl Kind for Holds {
         })
     }
 
-    fn attempt(
-        &self,
-        (): (),
-        timing: Timing,
-        acquire: &mut ScriptInvocation<'static>,
-    ) -> (String, Holding) {
+    fn attempt(&self, (): (), timing: Timing, acquire: &mut Invocation) -> (String, Holding) {
         let hold = owner_token();
         acquire.arg(&self.owner).arg(timing.ttl_ms()).arg(&hold);
         (self.owner.clone(), Holding::Hold(hold))

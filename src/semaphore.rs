@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use redis::ScriptInvocation;
-
 use crate::config::Timing;
 use crate::engine::{
-    self, Call, FenceTarget, Holding, LeaseSpec, invocation, random_unit, scripts,
+    self, Call, FenceTarget, Holding, Invocation, LeaseSpec, invocation, random_unit, scripts,
 };
 #[cfg(doc)]
 use crate::error::Error;
@@ -116,12 +114,7 @@ impl Kind for Permits {
         Ok(())
     }
 
-    fn attempt(
-        &self,
-        k: u32,
-        timing: Timing,
-        acquire: &mut ScriptInvocation<'static>,
-    ) -> (String, Holding) {
+    fn attempt(&self, k: u32, timing: Timing, acquire: &mut Invocation) -> (String, Holding) {
         let token = owner_token();
         // Racing holders start at different slots, so fewer votes split.
         let first = (random_unit() * f64::from(self.permits)) as u32 % self.permits;

@@ -4,8 +4,8 @@
 use std::future::Future;
 
 use quorate::{
-    Barrier, BarrierWaitResult, Config, Error, Latch, Mutex, MutexGuard, Quorum, ReentrantGuard,
-    ReentrantLock, Semaphore, SemaphorePermit, Tally,
+    Barrier, BarrierWaitResult, Config, Error, Latch, Lease, Mutex, MutexGuard, Quorum,
+    ReentrantGuard, ReentrantLock, Semaphore, SemaphorePermit, Tally,
 };
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
@@ -26,6 +26,24 @@ fn handles_and_guards_are_send_sync_and_static() {
     send_sync_static::<Barrier>();
     send_sync_static::<BarrierWaitResult>();
     send_sync_static::<Tally>();
+    send_sync_static::<Lease>();
+}
+
+/// Code that only needs a lease takes `&Lease`, and works with every guard.
+#[allow(dead_code)]
+fn token_of(lease: &Lease) -> u64 {
+    lease.fencing_token()
+}
+
+#[allow(dead_code)]
+fn every_guard_is_a_lease(m: &MutexGuard, s: &SemaphorePermit, r: &ReentrantGuard) -> u64 {
+    token_of(m) + token_of(s) + token_of(r)
+}
+
+#[allow(dead_code)]
+async fn guards_convert_into_their_lease(guard: MutexGuard) -> quorate::Result<()> {
+    let lease: Lease = guard.into();
+    lease.release().await
 }
 
 #[test]
@@ -49,4 +67,6 @@ fn futures_can_be_spawned(q: Quorum, guard: MutexGuard, permit: SemaphorePermit)
     spawnable(async move { guard.release().await });
     spawnable(async move { permit.extend(std::time::Duration::from_secs(1)).await });
     spawnable(Quorum::connect(["redis://127.0.0.1:1"]));
+    let m = Mutex::new(&q, "m");
+    spawnable(async move { m.run(async |g| g.fencing_token()).await });
 }

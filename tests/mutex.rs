@@ -253,3 +253,40 @@ async fn dropped_guard_frees_the_lock_soon() {
         }
     }
 }
+
+/// `run` holds the lock for the body, returns its value and releases.
+#[tokio::test]
+async fn run_holds_the_lock_for_the_body_and_releases_it() {
+    let (_servers, q) = common::cluster(3).await;
+    let mutex = Mutex::new(&q, "ran");
+    let token = mutex
+        .run(async |guard| {
+            assert!(guard.is_valid());
+            assert!(mutex.try_lock().await.unwrap().is_none());
+            guard.fencing_token()
+        })
+        .await
+        .unwrap();
+    assert!(token > 0);
+    // Released: free at once.
+    assert!(mutex.try_lock().await.unwrap().is_some());
+}
+
+/// When the lease is lost during `run` (here its key is deleted behind the
+/// holder's back, and the next renewal finds it gone), the body is
+/// cancelled and `run` returns `Error::LeaseLost`.
+#[tokio::test]
+async fn run_cancels_the_body_and_reports_a_lost_lease() {
+    let (servers, q) = common::cluster(1).await;
+    let mutex = Mutex::new(&q, "lost-run").with_ttl(Duration::from_millis(300));
+    let reached_the_end = std::sync::atomic::AtomicBool::new(false);
+    let result = mutex
+        .run(async |_| {
+            common::del_everywhere(&servers, "lost-run").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            reached_the_end.store(true, Ordering::SeqCst);
+        })
+        .await;
+    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+    assert!(!reached_the_end.load(Ordering::SeqCst));
+}

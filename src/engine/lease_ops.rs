@@ -28,12 +28,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::ScriptInvocation;
-
 use super::node::{Call, invocation};
 use super::nodes::Nodes;
 use super::round::{self, Need, Round, Stragglers};
-use super::scripts::{self, Lua};
+use super::scripts::{self, Invocation, Lua};
 use super::wait::Attempt;
 use crate::config::Timing;
 use crate::error::{Error, Result};
@@ -118,7 +116,7 @@ impl LeaseSpec {
 
     /// The acquire script with its keys set, for a claim to add its
     /// arguments to.
-    pub(crate) fn acquire_invocation(&self) -> ScriptInvocation<'static> {
+    pub(crate) fn acquire_invocation(&self) -> Invocation {
         invocation(self.acquire, &keys(&self.acquire_keys))
     }
 }
@@ -132,7 +130,7 @@ pub(crate) struct Claim {
     pub(crate) spec: Arc<LeaseSpec>,
     pub(crate) token: String,
     /// The acquire script with its own arguments, before the fencing tail.
-    pub(crate) acquire: ScriptInvocation<'static>,
+    pub(crate) acquire: Invocation,
     pub(crate) holding: Holding,
     pub(crate) timing: Timing,
 }

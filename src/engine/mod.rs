@@ -28,4 +28,5 @@ pub(crate) use node::{Call, Payload, Reply, invocation};
 pub(crate) use nodes::Nodes;
 pub(crate) use read::{agree, gather, read, read_all, spread, write};
 pub(crate) use round::Round;
+pub(crate) use scripts::Invocation;
 pub(crate) use wait::{Attempt, backoff, random_unit, wait_for};

@@ -13,11 +13,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, InfoDict, Role, ScriptInvocation, Value};
+use redis::{AsyncConnectionConfig, Client, InfoDict, Role, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::admission::{Seen, millis};
-use super::scripts;
+use super::scripts::{self, Invocation};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -104,7 +104,7 @@ const MISMATCH: &str = "QUORATE_MISMATCH";
 /// A script invocation shared by the per-node requests of a round.
 #[derive(Clone)]
 pub(crate) struct Call {
-    inv: std::sync::Arc<ScriptInvocation<'static>>,
+    inv: std::sync::Arc<Invocation>,
     /// Its yes votes grant a lease: a node presumed restarted may have
     /// forgotten another holder's, so its yes does not count. Other yes
     /// votes (an extension, a release, a read) stand: an extension comes
@@ -113,7 +113,7 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub(crate) fn new(inv: ScriptInvocation<'static>) -> Call {
+    pub(crate) fn new(inv: Invocation) -> Call {
         Call {
             inv: std::sync::Arc::new(inv),
             grants: false,
@@ -121,7 +121,7 @@ impl Call {
     }
 
     /// An acquisition, whose yes votes grant a lease.
-    pub(crate) fn grant(inv: ScriptInvocation<'static>) -> Call {
+    pub(crate) fn grant(inv: Invocation) -> Call {
         Call {
             inv: std::sync::Arc::new(inv),
             grants: true,
@@ -130,12 +130,8 @@ impl Call {
 }
 
 /// A script invocation with its keys set.
-pub(crate) fn invocation(lua: &'static scripts::Lua, keys: &[&str]) -> ScriptInvocation<'static> {
-    let mut inv = lua.script().prepare_invoke();
-    for key in keys {
-        inv.key(*key);
-    }
-    inv
+pub(crate) fn invocation(lua: &'static scripts::Lua, keys: &[&str]) -> Invocation {
+    Invocation::new(lua, keys)
 }
 
 /// What a node said about itself in the handshake.
@@ -319,7 +315,7 @@ impl Node {
         inv.arg(run_id).arg(millis(left)).arg(millis(RECORD_TTL));
         let timeout = self.config.connect_timeout;
         tokio::spawn(async move {
-            let write = inv.invoke_async::<Value>(&mut conn);
+            let write = inv.run::<Value>(&mut conn);
             let _ = tokio::time::timeout(timeout, write).await;
         });
     }
@@ -400,7 +396,7 @@ impl Node {
             let Some((mut conn, epoch)) = self.connection(left).await else {
                 return Reply::Failed(Failure::transient("not connected"));
             };
-            let run = invoke_reloading(&mut conn, &call.inv);
+            let run = call.inv.run::<Vec<Value>>(&mut conn);
             match tokio::time::timeout_at(deadline, run).await {
                 Err(_) => {
                     let message = format!("no answer within {timeout:?}");
@@ -492,8 +488,7 @@ async fn hello_record(
 ) -> redis::RedisResult<(Duration, Option<(String, Duration)>)> {
     let mut inv = invocation(&scripts::NODE_HELLO, &[record_key]);
     inv.arg(millis(config.max_ttl)).arg(millis(RECORD_TTL));
-    let (max_ttl, run_id, left, server_ms): (u64, String, u64, i64) =
-        inv.invoke_async(conn).await?;
+    let (max_ttl, run_id, left, server_ms): (u64, String, u64, i64) = inv.run(conn).await?;
     warn_on_skew(server_ms, config);
     let quarantine = (!run_id.is_empty()).then(|| (run_id, Duration::from_millis(left)));
     Ok((Duration::from_millis(max_ttl), quarantine))
@@ -540,23 +535,6 @@ async fn durable(conn: &mut MultiplexedConnection) -> bool {
     };
     value(0, "appendonly").as_deref() == Some("yes")
         && value(1, "appendfsync").as_deref() == Some("always")
-}
-
-/// EVALSHA, loading the script on NOSCRIPT (after `SCRIPT FLUSH`; scripts
-/// are loaded at every connection). Loading and the retried EVALSHA are two
-/// commands, so a flush may land between them: try a few times (the
-/// caller's timeout bounds it).
-async fn invoke_reloading(
-    conn: &mut MultiplexedConnection,
-    inv: &ScriptInvocation<'_>,
-) -> redis::RedisResult<Vec<Value>> {
-    let mut tries = 0;
-    loop {
-        match inv.invoke_async::<Vec<Value>>(conn).await {
-            Err(e) if e.kind() == NO_SCRIPT && tries < 3 => tries += 1,
-            other => return other,
-        }
-    }
 }
 
 fn failure(e: redis::RedisError) -> Failure {

@@ -5,13 +5,14 @@
 //! folded onto the script's first line (the prelude keeps its comments on
 //! lines of their own, and Lua reads a newline as a space), so an error in a
 //! script names the line of its own file; an error in a prelude helper names
-//! line 1. EVALSHA that meets NOSCRIPT (after `SCRIPT FLUSH`) loads the
-//! script again and retries (see `node.rs`).
+//! line 1. EVALSHA that meets NOSCRIPT (after `SCRIPT FLUSH`) is sent again
+//! as EVAL with the whole source: one more round trip, which a flush cannot
+//! race the way a separate `SCRIPT LOAD` can.
 
 use std::sync::OnceLock;
 
-use redis::Script;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, RedisResult, ToRedisArgs};
 
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
@@ -19,7 +20,8 @@ const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 pub(crate) struct Lua {
     name: &'static str,
     body: &'static str,
-    script: OnceLock<Script>,
+    /// The source as sent, and its SHA1, made on first use.
+    loaded: OnceLock<(String, String)>,
 }
 
 impl std::fmt::Debug for Lua {
@@ -33,13 +35,16 @@ impl Lua {
         Lua {
             name,
             body,
-            script: OnceLock::new(),
+            loaded: OnceLock::new(),
         }
     }
 
-    /// The script (hashed on first use), ready for `prepare_invoke`.
-    pub(crate) fn script(&'static self) -> &'static Script {
-        self.script.get_or_init(|| Script::new(&self.source()))
+    fn loaded(&self) -> &(String, String) {
+        self.loaded.get_or_init(|| {
+            let source = source(self.body);
+            let sha = redis::Script::new(&source).get_hash().to_owned();
+            (source, sha)
+        })
     }
 
     /// The file's name without `.lua`.
@@ -48,10 +53,74 @@ impl Lua {
     }
 
     /// The source as sent to Redis.
-    pub(crate) fn source(&self) -> String {
-        source(self.body)
+    pub(crate) fn source(&self) -> &str {
+        &self.loaded().0
+    }
+
+    fn sha(&self) -> &str {
+        &self.loaded().1
     }
 }
+
+/// One call of a script: its keys and arguments, encoded once.
+#[derive(Clone)]
+pub(crate) struct Invocation {
+    lua: &'static Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Invocation {
+    /// Only counts: keys and arguments may carry owner tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("script", self.lua)
+            .field("keys", &self.keys.len())
+            .field("args", &self.args.len())
+            .finish()
+    }
+}
+
+impl Invocation {
+    /// A call of `lua` with its `KEYS`.
+    pub(crate) fn new(lua: &'static Lua, keys: &[&str]) -> Invocation {
+        Invocation {
+            lua,
+            keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends to `ARGV`.
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Invocation {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn cmd(&self, name: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+
+    /// EVALSHA, and EVAL with the source if the node lost its scripts.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match self.cmd("EVALSHA", self.lua.sha()).query_async(conn).await {
+            Err(e) if e.kind() == NO_SCRIPT => {
+                self.cmd("EVAL", self.lua.source()).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+const NO_SCRIPT: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
 
 /// The prelude folded onto one line, then the script.
 fn source(body: &str) -> String {
@@ -99,7 +168,7 @@ scripts! {
 
 /// Loads every script on a fresh connection, so that nobody meets NOSCRIPT
 /// in normal operation.
-pub(crate) async fn load_all(conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+pub(crate) async fn load_all(conn: &mut impl ConnectionLike) -> RedisResult<()> {
     let mut pipe = redis::pipe();
     for lua in ALL {
         pipe.cmd("SCRIPT").arg("LOAD").arg(lua.source()).ignore();

@@ -9,5 +9,5 @@ use crate::engine::scripts::ALL;
 pub fn script_source(name: &str) -> Option<String> {
     ALL.iter()
         .find(|lua| lua.name() == name)
-        .map(|lua| lua.source())
+        .map(|lua| lua.source().to_owned())
 }
