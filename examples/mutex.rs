@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = job.lock().await?;
     println!(
         "running the report with fencing token {}",
-        guard.fencing_token()
+        guard.fencing_token().await?
     );
     guard.release().await?;
     Ok(())

@@ -20,8 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "job-17 holds the ledger {} times, token {} both times: {}",
         ledger.hold_count().await?,
-        outer.fencing_token(),
-        outer.fencing_token() == inner.fencing_token()
+        outer.fencing_token().await?,
+        outer.fencing_token().await? == inner.fencing_token().await?
     );
     let waiter = tokio::spawn(async move { other.lock().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     outer.release().await?;
     let theirs = waiter.await??;
-    println!("job-18 got the ledger, token {}", theirs.fencing_token());
+    println!(
+        "job-18 got the ledger, token {}",
+        theirs.fencing_token().await?
+    );
     theirs.release().await?;
     Ok(())
 }

@@ -42,19 +42,19 @@ async fn lock_and_fence(q: &Quorum) -> quorate::Result<()> {
     println!(
         "   locked in {:?}, token {}, valid for {:?}",
         started.elapsed(),
-        first.fencing_token(),
+        first.fencing_token().await?,
         first.remaining()
     );
     println!(
         "   a second try_lock while held: {:?}",
-        orders.try_lock().await?.map(|g| g.fencing_token())
+        orders.try_lock().await?.map(|g| g.name().to_owned())
     );
-    let token = first.fencing_token();
+    let token = first.fencing_token().await?;
     first.release().await?;
     let second = orders.lock().await?;
     println!(
         "   next holder's token {} > {}: writes from the old holder can be refused\n",
-        second.fencing_token(),
+        second.fencing_token().await?,
         token
     );
     second.release().await
@@ -154,7 +154,7 @@ async fn other_primitives(q: &Quorum) -> quorate::Result<()> {
     println!(
         "   reentrant lock held {} times by job-17, one token: {}\n",
         ledger.hold_count().await?,
-        outer.fencing_token() == inner.fencing_token()
+        outer.fencing_token().await? == inner.fencing_token().await?
     );
     inner.release().await?;
     outer.release().await
@@ -177,7 +177,7 @@ async fn node_failure(
     let again = lock.lock().await?;
     println!(
         "   with 2 of 3 nodes the lock still works (token {})",
-        again.fencing_token()
+        again.fencing_token().await?
     );
     again.release().await?;
     servers[1].kill();

@@ -26,11 +26,13 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Timing;
-use crate::engine::{self, Attempt, Claim, Grant, Holding, Invocation, LeaseSpec, random_unit};
+use crate::engine::{
+    self, Attempt, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, random_unit,
+};
 use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::quorum::Quorum;
@@ -237,7 +239,11 @@ struct Shared {
     quorum: Quorum,
     spec: Arc<LeaseSpec>,
     token: String,
-    fence: u64,
+    /// The token once issued; a pending one is committed on first use.
+    fence: OnceCell<u64>,
+    pending_fence: Option<u64>,
+    /// Round one's answers still in flight at the grant (see `Grant`).
+    stragglers: Option<engine::Stragglers>,
     granted: Instant,
     holding: Holding,
     state: watch::Sender<State>,
@@ -274,6 +280,28 @@ impl Shared {
 
     fn end(&self) {
         self.state.send_modify(|s| s.ended = true);
+    }
+
+    /// The fencing token: issued at the grant, or committed now on a quorum
+    /// (fencing round two) while the lease is valid.
+    async fn fencing_token(&self) -> Result<u64> {
+        let commit = || async {
+            let token = self.pending_fence.unwrap_or_default();
+            if !self.is_valid() {
+                return Err(Error::NotHeld);
+            }
+            let timing = self.snapshot().timing;
+            let nodes = self.quorum.nodes();
+            engine::commit_fence(nodes, &self.spec, &self.token, &self.holding, token, timing)
+                .await?;
+            // The token counts only if it was committed while the lease held.
+            if self.is_valid() {
+                Ok(token)
+            } else {
+                Err(Error::NotHeld)
+            }
+        };
+        self.fence.get_or_try_init(commit).await.copied()
     }
 
     async fn extend(&self, timing: Timing) -> Result<()> {
@@ -314,6 +342,9 @@ impl Shared {
     async fn release(&self) -> Result<()> {
         let valid = self.is_valid();
         self.end();
+        if let Some(stragglers) = self.stragglers.clone() {
+            stragglers.await;
+        }
         let timeout = self.snapshot().timing.node_timeout;
         let nodes = self.quorum.nodes();
         engine::release(
@@ -351,11 +382,17 @@ impl Lease {
             timing: plan.timing,
             ended: false,
         });
+        let (fence, pending_fence) = match grant.fence {
+            Fence::Issued(token) => (OnceCell::new_with(Some(token)), None),
+            Fence::Pending(token) => (OnceCell::new(), Some(token)),
+        };
         let shared = Arc::new(Shared {
             quorum: quorum.clone(),
             spec: plan.spec.clone(),
             token,
-            fence: grant.fence,
+            fence,
+            pending_fence,
+            stragglers: grant.stragglers,
             granted: grant.granted,
             holding: grant.holding,
             state,
@@ -378,12 +415,28 @@ impl Lease {
     /// protect and have it refuse writes carrying a smaller token than one
     /// it has seen.
     ///
+    /// On one node the token is issued with the lease. On several, the
+    /// first call commits it on a majority (one round, while the lease is
+    /// held) and later calls return it at once: holders that never ask pay
+    /// nothing for it.
+    ///
     /// Tokens are floored at the nodes' clocks (milliseconds × 1024), so they
     /// keep increasing even after a node restarts without persistence, as
     /// long as node clocks differ by less than the restart quarantine
     /// ([`Config::max_ttl`](crate::Config::max_ttl)).
-    pub fn fencing_token(&self) -> u64 {
-        self.shared.fence
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] when the lease ended before the token could be
+    /// committed; [`Error::Quorum`] when too few nodes took it (a later call
+    /// tries again).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call commits nothing that counts, and the next
+    /// one tries again.
+    pub async fn fencing_token(&self) -> Result<u64> {
+        self.shared.fencing_token().await
     }
 
     /// Time left before the lease must be treated as gone, by the local
@@ -485,6 +538,13 @@ impl Lease {
         shared.release().await
     }
 
+    /// The fencing token if it is issued already (always, for a reentrant
+    /// hold): for the testkit's records.
+    #[allow(dead_code, reason = "read by the testkit")]
+    pub(crate) fn issued_fencing_token(&self) -> Option<u64> {
+        self.shared.fence.get().copied()
+    }
+
     /// What this lease holds beyond its token (semaphore slots).
     pub(crate) fn holding(&self) -> &Holding {
         &self.shared.holding
@@ -528,7 +588,7 @@ impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("resource", &self.name())
-            .field("fencing_token", &self.fencing_token())
+            .field("fencing_token", &self.shared.fence.get())
             .field("remaining", &self.remaining())
             .field("auto_extend", &self.keeper.is_some())
             .finish()

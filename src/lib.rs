@@ -19,9 +19,11 @@
 //! let q = Quorum::connect(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"]).await?;
 //! let orders = Mutex::new(&q, "orders:42");
 //! // Holds the lock for the body; a lost lease cancels it (Error::LeaseLost).
-//! orders.run(async |guard| write_with_fence(guard.fencing_token()).await).await?;
+//! orders
+//!     .run(async |guard| write_with_fence(guard.fencing_token().await?).await)
+//!     .await??;
 //! # Ok(()) }
-//! # async fn write_with_fence(_: u64) {}
+//! # async fn write_with_fence(_: u64) -> quorate::Result<()> { Ok(()) }
 //! ```
 //!
 //! # What is guaranteed

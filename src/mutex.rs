@@ -83,6 +83,7 @@ impl Kind for Exclusive {
                 owner_field: None,
                 store_field: None,
             },
+            eager_fence: false,
         })
     }
 
@@ -195,9 +196,11 @@ impl Mutex {
     ///
     /// ```no_run
     /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
-    /// # async fn write(_: u64) {}
+    /// # async fn write(_: u64) -> quorate::Result<()> { Ok(()) }
     /// let report = quorate::Mutex::new(&q, "nightly-report");
-    /// report.run(async |guard| write(guard.fencing_token()).await).await?;
+    /// report
+    ///     .run(async |guard| write(guard.fencing_token().await?).await)
+    ///     .await??;
     /// # Ok(()) }
     /// ```
     ///

@@ -38,7 +38,7 @@ use crate::quorum::Quorum;
 /// let ledger = ReentrantLock::new(&q, "ledger", "job-17");
 /// let outer = ledger.lock().await?;
 /// let inner = ledger.lock().await?; // same owner: does not wait
-/// assert_eq!(outer.fencing_token(), inner.fencing_token());
+/// assert_eq!(outer.fencing_token().await?, inner.fencing_token().await?);
 /// inner.release().await?;
 /// outer.release().await?; // now free for other owners
 /// # Ok(()) }
@@ -92,6 +92,7 @@ impl Kind for Holds {
                 owner_field: Some("owner"),
                 store_field: Some("fence"),
             },
+            eager_fence: true,
         })
     }
 

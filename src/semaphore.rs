@@ -101,6 +101,7 @@ impl Kind for Permits {
                 owner_field: None,
                 store_field: None,
             },
+            eager_fence: false,
         })
     }
 

@@ -31,13 +31,17 @@ fn handles_and_guards_are_send_sync_and_static() {
 
 /// Code that only needs a lease takes `&Lease`, and works with every guard.
 #[allow(dead_code)]
-fn token_of(lease: &Lease) -> u64 {
-    lease.fencing_token()
+async fn token_of(lease: &Lease) -> quorate::Result<u64> {
+    lease.fencing_token().await
 }
 
 #[allow(dead_code)]
-fn every_guard_is_a_lease(m: &MutexGuard, s: &SemaphorePermit, r: &ReentrantGuard) -> u64 {
-    token_of(m) + token_of(s) + token_of(r)
+async fn every_guard_is_a_lease(
+    m: &MutexGuard,
+    s: &SemaphorePermit,
+    r: &ReentrantGuard,
+) -> quorate::Result<u64> {
+    Ok(token_of(m).await? + token_of(s).await? + token_of(r).await?)
 }
 
 #[allow(dead_code)]
@@ -68,5 +72,5 @@ fn futures_can_be_spawned(q: Quorum, guard: MutexGuard, permit: SemaphorePermit)
     spawnable(async move { permit.extend(std::time::Duration::from_secs(1)).await });
     spawnable(Quorum::connect(["redis://127.0.0.1:1"]));
     let m = Mutex::new(&q, "m");
-    spawnable(async move { m.run(async |g| g.fencing_token()).await });
+    spawnable(async move { m.run(async |g| g.fencing_token().await).await });
 }

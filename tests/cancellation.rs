@@ -106,13 +106,13 @@ async fn cancelled_lock_leaves_nothing_behind_with_a_paused_node() {
     assert!(clean, "lock keys left on the resumed node");
 }
 
-/// A lock dropped during its fencing round, while a slow node is still
-/// reloading the acquire script after a flush (three round trips), must not
-/// have its undo overtake that acquire there: the undo waits for the
-/// acquire's answer. Here the release script is loaded on that node, so an
-/// undo sent at once would run first and the acquire land after it.
+/// A lock dropped (or released) while a slow node is still reloading the
+/// acquire script after a flush must not have its undo (or release)
+/// overtake that acquire there: both wait for the acquire's answer. Here
+/// the release script is loaded on that node, so an undo or release sent at
+/// once would run first and the acquire land after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_dropped_during_fencing_leaves_no_key_on_a_node_still_reloading() {
+async fn a_lock_dropped_or_released_while_a_node_reloads_leaves_no_key_there() {
     let servers = ServerGroup::start(3).unwrap();
     let mut proxies = Vec::new();
     for i in 0..3 {
@@ -140,7 +140,8 @@ async fn a_lock_dropped_during_fencing_leaves_no_key_on_a_node_still_reloading()
             .unwrap();
         proxies[0].set_latency(Duration::from_millis(1), Duration::ZERO);
         proxies[1].set_latency(Duration::from_millis(1), Duration::ZERO);
-        // Three round trips of 14 ms fit the 50 ms per-node timeout.
+        // Its two round trips of 14 ms (EVALSHA, then EVAL) fit the 50 ms
+        // per-node timeout.
         proxies[2].set_latency(Duration::from_millis(7), Duration::ZERO);
         let attempt = tokio::time::timeout(Duration::from_millis(ms), mutex.lock()).await;
         if let Ok(guard) = attempt {

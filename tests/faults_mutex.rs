@@ -110,12 +110,12 @@ fn drift(ttl: Duration) -> Duration {
 
 /// Records a grant with the library's own instants: when the votes were in,
 /// and the deadline the guard will act by.
-fn record(history: &History, holder: &str, guard: &MutexGuard) -> LeaseId {
+async fn record(history: &History, holder: &str, guard: &MutexGuard) -> LeaseId {
     history.lease(
         LeaseKind::Mutex,
         guard.name(),
         holder,
-        guard.fencing_token(),
+        guard.fencing_token().await.unwrap(),
         1,
         guard.acquired_at(),
         guard.deadline(),
@@ -313,10 +313,10 @@ async fn m12_child_holder() {
         .lock()
         .await
         .unwrap();
-    say(&format!("LOCKED {}", guard.fencing_token()));
+    say(&format!("LOCKED {}", guard.fencing_token().await.unwrap()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     say(&format!("VALID {}", guard.is_valid()));
-    let accepted = fenced_write(urls[0], guard.fencing_token()).await;
+    let accepted = fenced_write(urls[0], guard.fencing_token().await.unwrap()).await;
     say(if accepted {
         "WRITE accepted"
     } else {
@@ -342,7 +342,7 @@ async fn m14_child_holder() {
         .lock()
         .await
         .unwrap();
-    say(&format!("LOCKED {}", guard.fencing_token()));
+    say(&format!("LOCKED {}", guard.fencing_token().await.unwrap()));
     // The parent SIGKILLs this process long before.
     tokio::time::sleep(Duration::from_secs(30)).await;
     drop(guard);
@@ -372,8 +372,8 @@ async fn m2_lock_and_release_stay_fast_with_one_then_two_nodes_killed() {
                 took <= node_timeout + SLACK,
                 "{killed} down, round {round}: lock took {took:?}"
             );
-            assert!(guard.fencing_token() > last_token);
-            last_token = guard.fencing_token();
+            assert!(guard.fencing_token().await.unwrap() > last_token);
+            last_token = guard.fencing_token().await.unwrap();
             let (released, took) = timed(guard.release()).await;
             released.unwrap();
             assert!(
@@ -411,7 +411,7 @@ async fn try_lock_contender(
         match attempt {
             Ok(Some(guard)) => {
                 grants += 1;
-                let id = record(&history, &holder, &guard);
+                let id = record(&history, &holder, &guard).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 let (released, took) = timed(release(&history, id, guard)).await;
                 slowest = slowest.max(took);
@@ -625,7 +625,7 @@ async fn restart_under_a_lease(
 async fn m6_restarted_node_does_not_vote_while_a_lease_it_granted_lives() {
     let (servers, a_view, b_view, _a, b, a_guard, restarting) = restart_under_a_lease(true).await;
     let history = History::new();
-    let a_id = record(&history, "A", &a_guard);
+    let a_id = record(&history, "A", &a_guard).await;
     let b_mutex = Mutex::new(&b, "m6").with_ttl(M6_TTL);
 
     // B tries for as long as A's lease is valid, and must never win: node 2
@@ -637,7 +637,7 @@ async fn m6_restarted_node_does_not_vote_while_a_lease_it_granted_lives() {
             Ok(Some(guard)) => {
                 // Both windows left open: each holder would act until its
                 // deadline.
-                record(&history, "B", &guard);
+                record(&history, "B", &guard).await;
                 let after = guard.acquired_at() - restarting;
                 let found = violations(&history, "m6");
                 panic!(
@@ -662,7 +662,7 @@ async fn m6_restarted_node_does_not_vote_while_a_lease_it_granted_lives() {
     // Once node 2 has sat out the longest lease TTL (plus drift) since it
     // restarted, B gets the lock.
     let b_guard = b_mutex.lock_timeout(Duration::from_secs(3)).await.unwrap();
-    let b_id = record(&history, "B", &b_guard);
+    let b_id = record(&history, "B", &b_guard).await;
     let waited = b_guard.acquired_at() - restarting;
     release(&history, b_id, b_guard).await.unwrap();
     // A's lease ran out: its release is a no-op.
@@ -685,7 +685,7 @@ async fn m6_restarted_node_does_not_vote_while_a_lease_it_granted_lives() {
 async fn nc_m6_undelayed_restart_lets_two_holders_overlap() {
     let (servers, a_view, b_view, _a, b, a_guard, _) = restart_under_a_lease(false).await;
     let history = History::new();
-    let a_id = record(&history, "A", &a_guard);
+    let a_id = record(&history, "A", &a_guard).await;
     let b_mutex = Mutex::new(&b, "m6").with_ttl(M6_TTL);
     let mut b_guard = None;
     let give_up = Instant::now() + Duration::from_millis(800);
@@ -698,7 +698,7 @@ async fn nc_m6_undelayed_restart_lets_two_holders_overlap() {
     }
     let b_guard = b_guard.unwrap_or_else(|| panic!("B never got the forgotten lock"));
     assert!(a_guard.is_valid(), "A's lease should still be valid");
-    let b_id = record(&history, "B", &b_guard);
+    let b_id = record(&history, "B", &b_guard).await;
     let _ = release(&history, b_id, b_guard).await;
     let _ = release(&history, a_id, a_guard).await;
     assert_overlap_reported(&history, "m6");
@@ -742,7 +742,7 @@ async fn m6_a_client_that_connects_after_a_restart_does_not_trust_the_restarted_
         .lock()
         .await
         .unwrap();
-    let a_id = record(&history, "A", &a_guard);
+    let a_id = record(&history, "A", &a_guard).await;
     common::blocking(|| servers[2].restart().unwrap());
 
     let c_view = View::start(&servers).await;
@@ -768,7 +768,7 @@ async fn m6_a_client_that_connects_after_a_restart_does_not_trust_the_restarted_
     }
     assert!(quarantined, "C counted node 2 at once");
     let c_guard = c_mutex.lock_timeout(Duration::from_secs(4)).await.unwrap();
-    let c_id = record(&history, "C", &c_guard);
+    let c_id = record(&history, "C", &c_guard).await;
     release(&history, c_id, c_guard).await.unwrap();
     let _ = release(&history, a_id, a_guard).await;
     assert_no_overlap(&history, "m6-first-contact");
@@ -884,7 +884,7 @@ async fn tokens_across_a_clock_offset(ahead: Duration) -> (u64, u64) {
     h_view.reach(&[1, 2]);
     clock_ahead(&servers, 0, name, ahead).await;
     let a_guard = Mutex::new(&a, name).with_ttl(ttl).lock().await.unwrap();
-    let first = a_guard.fencing_token();
+    let first = a_guard.fencing_token().await.unwrap();
     a_guard.release().await.unwrap();
     common::blocking(|| servers[1].restart().unwrap());
     // H saw node 1 restart, so it waits out the quarantine first.
@@ -893,7 +893,7 @@ async fn tokens_across_a_clock_offset(ahead: Duration) -> (u64, u64) {
         .lock_timeout(Duration::from_secs(5))
         .await
         .unwrap();
-    let later = h_guard.fencing_token();
+    let later = h_guard.fencing_token().await.unwrap();
     h_guard.release().await.unwrap();
     a_view.shutdown().await;
     h_view.shutdown().await;
@@ -939,7 +939,7 @@ async fn partitioned_contender(
         match mutex.lock_timeout(Duration::from_millis(300)).await {
             Ok(guard) => {
                 grants += 1;
-                let id = record(&history, holder, &guard);
+                let id = record(&history, holder, &guard).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 // A flip mid-hold can cut the holder off its own keys; the
                 // TTL frees them then.
@@ -1149,7 +1149,7 @@ async fn m10_lost_replies_leave_no_phantom_holder() {
     a_view.proxies[4].drop_replies(true);
     for round in 0..4 {
         let guard = a_mutex.lock_timeout(Duration::from_secs(2)).await.unwrap();
-        let id = record(&history, "A", &guard);
+        let id = record(&history, "A", &guard).await;
         let attempt = b_mutex.try_lock().await;
         assert!(
             matches!(attempt, Ok(None) | Err(Error::Quorum(_))),
@@ -1161,7 +1161,7 @@ async fn m10_lost_replies_leave_no_phantom_holder() {
             .lock_timeout(no_phantom_within)
             .await
             .unwrap_or_else(|e| panic!("round {round}: a phantom of A blocks B: {e}\n{history}"));
-        let id = record(&history, "B", &guard);
+        let id = record(&history, "B", &guard).await;
         release(&history, id, guard).await.unwrap();
     }
 
@@ -1174,7 +1174,7 @@ async fn m10_lost_replies_leave_no_phantom_holder() {
         .lock_timeout(no_phantom_within)
         .await
         .unwrap_or_else(|e| panic!("a failed acquire of A left a phantom: {e}\n{history}"));
-    let id = record(&history, "B", &guard);
+    let id = record(&history, "B", &guard).await;
     release(&history, id, guard).await.unwrap();
 
     // A holder cut off from every node cannot release: its keys block B
@@ -1183,7 +1183,7 @@ async fn m10_lost_replies_leave_no_phantom_holder() {
     let guard = a_mutex.lock_timeout(Duration::from_secs(2)).await.unwrap();
     // A's keys were all set before this instant.
     let a_granted = guard.acquired_at();
-    let id = record(&history, "A", &guard);
+    let id = record(&history, "A", &guard).await;
     for proxy in &a_view.proxies {
         proxy.drop_requests(true);
     }
@@ -1199,14 +1199,14 @@ async fn m10_lost_replies_leave_no_phantom_holder() {
         waited <= ttl + ttl / 2,
         "B waited {waited:?} for a TTL of {ttl:?}\n{history}"
     );
-    let id = record(&history, "B", &guard);
+    let id = record(&history, "B", &guard).await;
     release(&history, id, guard).await.unwrap();
 
     // Healed and reset, A works again, and nothing stray is left anywhere
     // once the TTL has passed.
     a_view.heal();
     let guard = a_mutex.lock_timeout(Duration::from_secs(2)).await.unwrap();
-    let id = record(&history, "A", &guard);
+    let id = record(&history, "A", &guard).await;
     release(&history, id, guard).await.unwrap();
     tokio::time::sleep(ttl).await;
     assert!(
@@ -1247,9 +1247,9 @@ async fn m12_holder_paused_past_its_lease_is_fenced_off() {
         .lock_timeout(Duration::from_secs(2))
         .await
         .unwrap();
-    assert!(guard.fencing_token() > child_token);
+    assert!(guard.fencing_token().await.unwrap() > child_token);
     assert!(
-        fenced_write(&servers[0].url(), guard.fencing_token()).await,
+        fenced_write(&servers[0].url(), guard.fencing_token().await.unwrap()).await,
         "the current holder's write was refused"
     );
     tokio::time::sleep_until((stopped + 2 * M12_TTL + Duration::from_millis(100)).into()).await;
@@ -1276,7 +1276,7 @@ async fn m12_holder_paused_past_its_lease_is_fenced_off() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(stored, guard.fencing_token().to_string());
+    assert_eq!(stored, guard.fencing_token().await.unwrap().to_string());
     guard.release().await.unwrap();
     drop(child);
 }
@@ -1316,7 +1316,7 @@ async fn m14_crashed_holders_lock_comes_back_within_its_ttl() {
         "took {:?}",
         killed.elapsed()
     );
-    assert!(guard.fencing_token() > child_token);
+    assert!(guard.fencing_token().await.unwrap() > child_token);
     guard.release().await.unwrap();
     drop(child);
 }
@@ -1439,14 +1439,14 @@ async fn m18_stale_release_is_not_held_and_spares_the_new_holder() {
         .lock()
         .await
         .unwrap();
-    let a_id = record(&history, "A", &a_guard);
+    let a_id = record(&history, "A", &a_guard).await;
     a_guard.lost().await;
     let b_guard = Mutex::new(&b, "m18")
         .with_ttl(Duration::from_secs(2))
         .lock_timeout(Duration::from_secs(2))
         .await
         .unwrap();
-    let b_id = record(&history, "B", &b_guard);
+    let b_id = record(&history, "B", &b_guard).await;
     let b_token = common::majority_value(&servers, "m18").await;
     let before = common::values(&servers, "m18").await;
 
@@ -1543,7 +1543,7 @@ async fn flushed_contender(
         match mutex.lock_timeout(Duration::from_secs(5)).await {
             Ok(guard) => {
                 grants += 1;
-                let id = record(&history, &holder, &guard);
+                let id = record(&history, &holder, &guard).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 if let Err(e) = release(&history, id, guard).await {
                     errors.push(format!("{holder} release: {e}"));
@@ -1642,7 +1642,7 @@ async fn nc_non_intersecting_quorums_let_two_holders_overlap() {
         .lock()
         .await
         .unwrap();
-    let a_id = record(&history, "A", &a_guard);
+    let a_id = record(&history, "A", &a_guard).await;
     let b_guard = Mutex::new(&b, "nc-quorum")
         .with_ttl(ttl)
         .auto_extend(false)
@@ -1650,7 +1650,7 @@ async fn nc_non_intersecting_quorums_let_two_holders_overlap() {
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("B's two free nodes should be a majority of its three"));
-    let b_id = record(&history, "B", &b_guard);
+    let b_id = record(&history, "B", &b_guard).await;
     let _ = release(&history, b_id, b_guard).await;
     let _ = release(&history, a_id, a_guard).await;
     assert_overlap_reported(&history, "nc-quorum");
@@ -1697,7 +1697,7 @@ async fn fast_server_clocks(a_drift_factor: f64) -> DriftRun {
         .lock()
         .await
         .unwrap();
-    let a_id = record(&history, "A", &a_guard);
+    let a_id = record(&history, "A", &a_guard).await;
     for url in servers.urls() {
         jump_clock(&url, CLOCK_JUMP_MS).await.unwrap();
     }
@@ -1710,7 +1710,7 @@ async fn fast_server_clocks(a_drift_factor: f64) -> DriftRun {
         .lock_timeout(Duration::from_secs(2))
         .await
         .unwrap();
-    let b_id = record(&history, "B", &b_guard);
+    let b_id = record(&history, "B", &b_guard).await;
     let run = DriftRun {
         history: history.clone(),
         a_deadline: a_guard.deadline(),

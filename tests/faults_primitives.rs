@@ -139,7 +139,7 @@ async fn s3_two_permits_are_never_exceeded_when_clients_see_different_majorities
                         LeaseKind::Semaphore,
                         NAME,
                         holder,
-                        permit.fencing_token(),
+                        permit.fencing_token().await.unwrap(),
                         permit.num_permits(),
                         permit.acquired_at(),
                         permit.deadline(),
@@ -207,7 +207,7 @@ async fn s4_every_permit_of_crashed_holders_comes_back_after_the_ttl() {
             LeaseKind::Semaphore,
             NAME,
             &format!("crashed-{c}"),
-            permit.fencing_token(),
+            permit.fencing_token().await.unwrap(),
             permit.num_permits(),
             permit.acquired_at(),
             permit.deadline(),
@@ -242,7 +242,7 @@ async fn s4_every_permit_of_crashed_holders_comes_back_after_the_ttl() {
                 LeaseKind::Semaphore,
                 NAME,
                 &format!("new-{c}"),
-                permit.fencing_token(),
+                permit.fencing_token().await.unwrap(),
                 permit.num_permits(),
                 permit.acquired_at(),
                 permit.deadline(),
@@ -676,7 +676,7 @@ async fn pttls(servers: &ServerGroup, key: &str) -> Vec<i64> {
 }
 
 /// Records a reentrant hold of `owner`.
-fn record_hold(
+async fn record_hold(
     history: &History,
     owner: &str,
     guard: &quorate::ReentrantGuard,
@@ -685,7 +685,7 @@ fn record_hold(
         LeaseKind::Reentrant,
         guard.name(),
         owner,
-        guard.fencing_token(),
+        guard.fencing_token().await.unwrap(),
         1,
         guard.acquired_at(),
         guard.deadline(),
@@ -712,7 +712,7 @@ async fn r1_another_owner_gets_the_lock_only_after_the_third_release() {
         .lock()
         .await
         .unwrap();
-    record_hold(&history, "job-B", &stale);
+    record_hold(&history, "job-B", &stale).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!stale.is_valid());
 
@@ -722,8 +722,8 @@ async fn r1_another_owner_gets_the_lock_only_after_the_third_release() {
         .with_ttl(TTL)
         .auto_extend(false);
     let first = lock.lock().await.unwrap();
-    let token = first.fencing_token();
-    let mut holds = vec![(record_hold(&history, "job-A", &first), first)];
+    let token = first.fencing_token().await.unwrap();
+    let mut holds = vec![(record_hold(&history, "job-A", &first).await, first)];
 
     // job-B tries throughout, from its own client.
     let freed = Arc::new(AtomicBool::new(false));
@@ -752,7 +752,7 @@ async fn r1_another_owner_gets_the_lock_only_after_the_third_release() {
         let before = pttls(&servers, NAME).await;
         let guard = lock.try_lock().await.unwrap().unwrap();
         let after = pttls(&servers, NAME).await;
-        assert_eq!(guard.fencing_token(), token, "depth {depth}");
+        assert_eq!(guard.fencing_token().await.unwrap(), token, "depth {depth}");
         // Refreshed to the full TTL where the hash lives, a majority at
         // least; 300 ms had run off it.
         let refreshed = before
@@ -764,7 +764,7 @@ async fn r1_another_owner_gets_the_lock_only_after_the_third_release() {
             refreshed >= 2,
             "depth {depth}: PTTL {before:?} before re-entry, {after:?} after"
         );
-        holds.push((record_hold(&history, "job-A", &guard), guard));
+        holds.push((record_hold(&history, "job-A", &guard).await, guard));
     }
     assert_eq!(common::despite_slow_nodes(|| lock.hold_count()).await, 3);
 
@@ -792,14 +792,14 @@ async fn r1_another_owner_gets_the_lock_only_after_the_third_release() {
         .await
         .unwrap()
         .unwrap();
-    let b = record_hold(&history, "job-B", &taken);
+    let b = record_hold(&history, "job-B", &taken).await;
     // Its attempt may have started before the release and landed after it:
     // what counts is that its votes came in after the release began.
     assert!(taken.acquired_at() >= released);
     assert!(
-        taken.fencing_token() > token,
+        taken.fencing_token().await.unwrap() > token,
         "{} after {token}",
-        taken.fencing_token()
+        taken.fencing_token().await.unwrap()
     );
     // It really contended throughout: about one try per 10-20 ms for over a
     // second.
@@ -827,10 +827,10 @@ async fn r2_a_lock_crashed_at_depth_three_frees_after_the_ttl_with_a_larger_toke
     for _ in 0..3 {
         let guard = crashing.lock().await.unwrap();
         assert_eq!(
-            *token.get_or_insert(guard.fencing_token()),
-            guard.fencing_token()
+            *token.get_or_insert(guard.fencing_token().await.unwrap()),
+            guard.fencing_token().await.unwrap()
         );
-        record_hold(&history, "job-A", &guard);
+        record_hold(&history, "job-A", &guard).await;
         held_until = held_until.max(guard.deadline());
         // The crash: no release, no renewal, no drop.
         std::mem::forget(guard);
@@ -848,16 +848,16 @@ async fn r2_a_lock_crashed_at_depth_three_frees_after_the_ttl_with_a_larger_toke
             .is_none()
     );
     let guard = next.lock_timeout(Duration::from_secs(3)).await.unwrap();
-    let id = record_hold(&history, "job-B", &guard);
+    let id = record_hold(&history, "job-B", &guard).await;
     assert!(
         guard.acquired_at() >= held_until,
         "taken {:?} before the last crashed hold ended",
         held_until - guard.acquired_at()
     );
     assert!(
-        guard.fencing_token() > token,
+        guard.fencing_token().await.unwrap() > token,
         "{} after {token}",
-        guard.fencing_token()
+        guard.fencing_token().await.unwrap()
     );
     assert_eq!(
         common::despite_slow_nodes(|| crashing.hold_count()).await,

@@ -137,7 +137,7 @@ async fn fencing_tokens_strictly_increase() {
         let mut last = 0;
         for i in 0..100 {
             let guard = mutexes[i % 2].lock().await.unwrap();
-            let token = guard.fencing_token();
+            let token = guard.fencing_token().await.unwrap();
             assert!(token > last, "n={n} cycle {i}: token {token} after {last}");
             last = token;
             guard.release().await.unwrap();
@@ -175,7 +175,7 @@ async fn fencing_tokens_stay_monotonic_while_nodes_come_and_go() {
             _ => {}
         }
         let guard = mutex.lock().await.unwrap();
-        let token = guard.fencing_token();
+        let token = guard.fencing_token().await.unwrap();
         assert!(token > last, "cycle {cycle}: token {token} after {last}");
         last = token;
         guard.release().await.unwrap();
@@ -263,7 +263,7 @@ async fn run_holds_the_lock_for_the_body_and_releases_it() {
         .run(async |guard| {
             assert!(guard.is_valid());
             assert!(mutex.try_lock().await.unwrap().is_none());
-            guard.fencing_token()
+            guard.fencing_token().await.unwrap()
         })
         .await
         .unwrap();

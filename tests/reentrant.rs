@@ -45,9 +45,14 @@ async fn the_owner_reenters_at_once_with_the_same_fencing_token() {
         let waited = lock.lock_timeout(AT_ONCE).await.unwrap();
         holds.push(lock.lock().await.unwrap());
         holds.push(waited);
-        let token = holds[0].fencing_token();
+        let token = holds[0].fencing_token().await.unwrap();
         for guard in &holds {
-            assert_eq!(guard.fencing_token(), token, "{}", setup.label);
+            assert_eq!(
+                guard.fencing_token().await.unwrap(),
+                token,
+                "{}",
+                setup.label
+            );
             assert!(guard.is_valid());
             assert_eq!(guard.name(), "ledger");
         }
@@ -73,13 +78,13 @@ async fn reentry_keeps_the_fencing_token_on_three_healthy_nodes() {
         let inner = reenter(&lock).await;
         let innermost = reenter(&lock).await;
         assert_eq!(
-            inner.fencing_token(),
-            outer.fencing_token(),
+            inner.fencing_token().await.unwrap(),
+            outer.fencing_token().await.unwrap(),
             "round {round}"
         );
         assert_eq!(
-            innermost.fencing_token(),
-            outer.fencing_token(),
+            innermost.fencing_token().await.unwrap(),
+            outer.fencing_token().await.unwrap(),
             "round {round}"
         );
         for guard in [innermost, inner, outer] {
@@ -133,10 +138,14 @@ async fn another_owner_waits_until_every_hold_is_released() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(!waiter.is_finished(), "{}: taken over a hold", setup.label);
         assert!(other.try_lock().await.unwrap().is_none(), "{}", setup.label);
-        let token = outer.fencing_token();
+        let token = outer.fencing_token().await.unwrap();
         outer.release().await.unwrap();
         let taken = tokio::time::timeout(SOON, waiter).await.unwrap().unwrap();
-        assert!(taken.fencing_token() > token, "{}", setup.label);
+        assert!(
+            taken.fencing_token().await.unwrap() > token,
+            "{}",
+            setup.label
+        );
         // Now the first owner is the one kept out.
         assert!(lock.try_lock().await.unwrap().is_none(), "{}", setup.label);
         taken.release().await.unwrap();
@@ -215,7 +224,7 @@ async fn reentry_works_across_tasks_sharing_an_owner_id() {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let holder = tokio::spawn(async move {
             let guard = first.lock().await.unwrap();
-            taken_tx.send(guard.fencing_token()).unwrap();
+            taken_tx.send(guard.fencing_token().await.unwrap()).unwrap();
             done_rx.await.unwrap();
             guard.release().await.unwrap();
         });
@@ -227,7 +236,12 @@ async fn reentry_works_across_tasks_sharing_an_owner_id() {
         .await
         .unwrap();
         let (second, guard) = joined;
-        assert_eq!(guard.fencing_token(), token, "{}", setup.label);
+        assert_eq!(
+            guard.fencing_token().await.unwrap(),
+            token,
+            "{}",
+            setup.label
+        );
         assert_eq!(second.hold_count().await.unwrap(), 2, "{}", setup.label);
         assert!(outsider.try_lock().await.unwrap().is_none());
         // The first task lets go; the job still holds the lock through the
@@ -260,7 +274,7 @@ async fn a_crashed_holders_lock_frees_after_its_ttl() {
             .auto_extend(false);
         let taken = Instant::now();
         let outer = crashing.lock().await.unwrap();
-        let token = outer.fencing_token();
+        let token = outer.fencing_token().await.unwrap();
         // A crash: no release, no keeper, no drop, for every hold.
         std::mem::forget(outer);
         std::mem::forget(crashing.lock().await.unwrap());
@@ -274,7 +288,11 @@ async fn a_crashed_holders_lock_frees_after_its_ttl() {
             "{}: free after {waited:?}",
             setup.label
         );
-        assert!(guard.fencing_token() > token, "{}", setup.label);
+        assert!(
+            guard.fencing_token().await.unwrap() > token,
+            "{}",
+            setup.label
+        );
         assert_eq!(crashing.hold_count().await.unwrap(), 0);
         guard.release().await.unwrap();
     }

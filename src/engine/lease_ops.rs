@@ -13,9 +13,15 @@
 //! reads each counter, the client picks `max + 1`, and round two raises the
 //! counter to it on a quorum of nodes where the lease is still held. Any two
 //! quorums share a node, so the next holder reads at least this token.
-//! Counters are floored at the server clock (ms × 1024), so a node that
-//! restarted empty keeps issuing larger tokens, as long as node clocks
-//! differ by less than the restart quarantine.
+//! Round two runs when the holder first asks for its token, not at the
+//! grant: it still runs while the lease is held (the commit checks the
+//! owner on each node, and the token counts only if a quorum took it before
+//! the deadline), and a token nobody asked for was never issued, so no later
+//! token has to exceed it. Holders that never use their token pay nothing.
+//! The reentrant lock commits at once, since every hold of one holding must
+//! share the token. Counters are floored at the server clock (ms × 1024), so
+//! a node that restarted empty keeps issuing larger tokens, as long as node
+//! clocks differ by less than the restart quarantine.
 //!
 //! Every acquire script ends its ARGV with the fencing tail: `1` to issue
 //! the token on the node (one node) or `0` to report the counter, then the
@@ -25,6 +31,7 @@
 //! release scripts `[token, channel, holding...]`; both reply `{1}` when
 //! done and `{0}` when the lease is not held there.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +61,9 @@ pub(crate) struct LeaseSpec {
     pub(crate) lease_keys: Vec<String>,
     pub(crate) channel: String,
     pub(crate) fence: FenceTarget,
+    /// Commit the token at the grant (every hold of one reentrant holding
+    /// shares it), not when first asked for.
+    pub(crate) eager_fence: bool,
 }
 
 /// Where fencing round two checks the lease and raises the counter (see
@@ -141,8 +151,21 @@ pub(crate) struct Grant {
     /// When the votes were in and the lease was decided.
     pub(crate) granted: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) fence: u64,
+    pub(crate) fence: Fence,
     pub(crate) holding: Holding,
+    /// Round one's answers still in flight: the release waits for them,
+    /// or it could overtake an acquire a slow node is still reloading its
+    /// script for, and leave a key there until the TTL.
+    pub(crate) stragglers: Option<Stragglers>,
+}
+
+/// A granted lease's fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fence {
+    /// Issued: one node minted it, or it was committed at the grant.
+    Issued(u64),
+    /// To be committed on a quorum when first asked for (round two).
+    Pending(u64),
 }
 
 /// One acquisition attempt: round one, fencing round two on several
@@ -170,20 +193,23 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
     }
     let agreed = first.agreed(|p| p.ints_from(2));
     let in_time = Instant::now() < deadline;
-    if let Some((held, _)) = agreed.as_ref().filter(|_| in_time)
-        && let Some(fence) = fence(nodes, &spec, &token, timing, &first, held, deadline).await
-    {
+    if let Some((held, _)) = agreed.as_ref().filter(|_| in_time) {
         let holding = match holding {
             Holding::Slots(_) => Holding::Slots(held.iter().map(|&s| s as u32).collect()),
             other => other,
         };
-        undo.keep(first, held.clone());
-        return Ok(Attempt::Done(Grant {
-            granted: Instant::now(),
-            deadline,
-            fence,
-            holding,
-        }));
+        let fenced = fence(nodes, &spec, &token, &holding, timing, &first, deadline).await;
+        if let Some(fence) = fenced {
+            let stragglers = first.stragglers();
+            undo.keep(first, held.clone());
+            return Ok(Attempt::Done(Grant {
+                granted: Instant::now(),
+                deadline,
+                fence,
+                holding,
+                stragglers,
+            }));
+        }
     }
     // Undo after the stragglers answered: on each node the undo then
     // follows the acquire, and nodes that refused need none.
@@ -220,18 +246,18 @@ fn issued_token(round: &Round) -> Option<i64> {
 }
 
 /// The fencing token of a granted round one: the token the agreeing nodes
-/// already issued, or one made by round two.
+/// already issued, or the one round two will commit (at once when eager).
 async fn fence(
     nodes: &Arc<Nodes>,
     spec: &LeaseSpec,
     owner: &str,
+    holding: &Holding,
     timing: Timing,
     first: &Round,
-    held: &[i64],
     deadline: Instant,
-) -> Option<u64> {
+) -> Option<Fence> {
     if let Some(token) = issued_token(first) {
-        return Some(token.max(0) as u64);
+        return Some(Fence::Issued(token.max(0) as u64));
     }
     if first.yes().any(|(_, p)| p.int(1) == Some(1)) {
         // Some nodes hold a token already issued to this owner but no
@@ -241,11 +267,33 @@ async fn fence(
     }
     let top = first.yes().filter_map(|(_, p)| p.int(0)).max()?;
     let token = top.max(0) as u64 + 1;
+    if !spec.eager_fence {
+        return Some(Fence::Pending(token));
+    }
+    let committed = commit_fence(nodes, spec, owner, holding, token, timing).await;
+    (committed.is_ok() && Instant::now() < deadline).then_some(Fence::Issued(token))
+}
+
+/// Fencing round two: raises the counters to `token` on the nodes where
+/// `owner` still holds the lease. `Ok` once a quorum took it; the caller
+/// checks that the lease was still valid then.
+pub(crate) async fn commit_fence(
+    nodes: &Arc<Nodes>,
+    spec: &LeaseSpec,
+    owner: &str,
+    holding: &Holding,
+    token: u64,
+    timing: Timing,
+) -> Result<()> {
     let target = &spec.fence;
+    let first_slot = match holding {
+        Holding::Slots(slots) => slots.first().map(u32::to_string),
+        _ => None,
+    };
     let owner_field = target
         .owner_field
         .map(str::to_owned)
-        .or(held.first().map(i64::to_string))
+        .or(first_slot)
         .unwrap_or_default();
     let mut inv = invocation(
         &scripts::FENCE_COMMIT,
@@ -256,8 +304,14 @@ async fn fence(
         .arg(fence_ttl_ms(timing))
         .arg(owner_field)
         .arg(target.store_field.unwrap_or(""));
-    let second = round::on_all(nodes, Call::new(inv), Need::Majority, timing.node_timeout).await;
-    (second.reached() && Instant::now() < deadline).then_some(token)
+    let round = round::on_all(nodes, Call::new(inv), Need::Majority, timing.node_timeout).await;
+    if round.reached() {
+        Ok(())
+    } else if round.definitely_refused() {
+        Err(Error::NotHeld)
+    } else {
+        Err(round.shortfall(&spec.resource))
+    }
 }
 
 fn fence_ttl_ms(timing: Timing) -> u64 {
@@ -300,7 +354,19 @@ pub(crate) async fn release(
     valid: bool,
 ) -> Result<()> {
     let call = spec.release_call(token, holding);
-    let round = round::on_all(nodes, call, Need::All, timeout).await;
+    let round = round::on_all(nodes, call, Need::All, timeout);
+    tokio::pin!(round);
+    // Polled once, the release is queued on every connection; the head of
+    // this process's waiters may go now, and its attempt follows it there.
+    let mut handed = false;
+    let round = std::future::poll_fn(|cx| {
+        let poll = round.as_mut().poll(cx);
+        if !std::mem::replace(&mut handed, true) {
+            nodes.queues().released(&spec.channel);
+        }
+        poll
+    })
+    .await;
     if !valid || round.definitely_refused() {
         return Err(Error::NotHeld);
     }

@@ -8,25 +8,29 @@
 //!   parallel, counted as votes with early decision.
 //! - `lease_ops`: claim (acquire, fence, undo), extend, release.
 //! - `read`: majority reads and writes with agreement.
-//! - `notify` and `wait`: push wake-ups, and how a blocked caller waits.
+//! - `notify`, `queue` and `wait`: push wake-ups, this process's waiters in
+//!   arrival order, and how a blocked caller waits.
 //!
-//! Modules depend downwards only: admission, scripts ← node ← notify ←
-//! nodes ← round ← read, wait ← lease_ops.
+//! Modules depend downwards only: admission, scripts ← node ← notify,
+//! queue ← nodes ← round ← read, wait ← lease_ops.
 
 mod admission;
 mod lease_ops;
 mod node;
 mod nodes;
 mod notify;
+mod queue;
 mod read;
 mod round;
 pub(crate) mod scripts;
 mod wait;
 
-pub(crate) use lease_ops::{Claim, FenceTarget, Grant, Holding, LeaseSpec, claim, extend, release};
+pub(crate) use lease_ops::{
+    Claim, Fence, FenceTarget, Grant, Holding, LeaseSpec, claim, commit_fence, extend, release,
+};
 pub(crate) use node::{Call, Payload, Reply, invocation};
 pub(crate) use nodes::Nodes;
 pub(crate) use read::{agree, gather, read, read_all, spread, write};
-pub(crate) use round::Round;
+pub(crate) use round::{Round, Stragglers};
 pub(crate) use scripts::Invocation;
 pub(crate) use wait::{Attempt, backoff, random_unit, wait_for};

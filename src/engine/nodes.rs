@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::admission::{Deployment, Suspicion, quarantine_until};
 use super::node::{Hello, Node};
 use super::notify::Notifier;
+use super::queue::Queues;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -22,6 +23,7 @@ pub(crate) struct Nodes {
     addrs: Arc<[String]>,
     config: Config,
     notifier: Notifier,
+    queues: Queues,
     deployment: Deployment,
 }
 
@@ -62,6 +64,7 @@ impl Nodes {
             nodes,
             config,
             notifier,
+            queues: Queues::default(),
             deployment,
         });
         tokio::spawn(supervise(Arc::downgrade(&shared), requests));
@@ -97,6 +100,11 @@ impl Nodes {
 
     pub(crate) fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// This process's waiters, per resource.
+    pub(crate) fn queues(&self) -> &Queues {
+        &self.queues
     }
 
     /// Decides whether a node's grants count, records a quarantine on the

@@ -1,9 +1,14 @@
-//! How a blocked caller waits: push wake-ups, retry-after, jittered backoff.
+//! How a blocked caller waits: a local queue, push wake-ups, retry-after,
+//! jittered backoff.
 //!
-//! A waiter subscribes to the resource's channel after its first miss (see
-//! `notify.rs`) and then sleeps until a wake-up, the holder's lease would
-//! end, or a jittered backoff passes, whichever comes first; so a lost
-//! message costs a little latency and nothing else.
+//! A waiter tries once, and after a miss joins its resource's queue in this
+//! process (see `queue.rs`): only the head attempts on Redis, so ten
+//! thousand waiters cost what one does, and a holder's release or extension
+//! never queues behind their attempts. The head subscribes to the
+//! resource's channel (see `notify.rs`) and sleeps until a wake-up, a local
+//! release, the holder's lease would end, or a jittered backoff passes,
+//! whichever comes first; so a lost message costs a little latency and
+//! nothing else.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -80,42 +85,79 @@ where
     Fut: Future<Output = Result<Attempt<T>>>,
 {
     let deadline = timeout.map(|t| Instant::now() + t);
+    let timed_out = || Error::Timeout(timeout.unwrap_or_default());
     if let Attempt::Done(t) = attempt().await? {
         return Ok(t);
+    }
+    let mut ticket = nodes.queues().join(channel);
+    // Behind the head: wait for the turn, at no cost to Redis.
+    while !ticket.is_head() {
+        let turn = ticket.notify.notified();
+        if !until(deadline, turn).await {
+            return Err(timed_out());
+        }
     }
     let watch = nodes.notifier().watch(channel).await;
     let config = nodes.config();
     let mut round = 0u32;
+    let mut go = !ticket.held_here();
     loop {
         let notified = watch.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let pause = match attempt().await? {
-            Attempt::Done(t) => return Ok(t),
-            Attempt::Busy { retry_after } => {
-                let backoff = backoff(config, round);
-                retry_after.map_or(backoff, |r| r.min(backoff))
-            }
-            Attempt::Unavailable(e) => {
-                tracing::debug!(channel, error = %e, "attempt failed; retrying");
-                match deadline {
-                    Some(d) if Instant::now() >= d => return Err(e),
-                    _ => backoff(config, round),
+        let head = ticket.notify.clone();
+        let handed = head.notified();
+        tokio::pin!(handed);
+        handed.as_mut().enable();
+        let pause = if go {
+            match attempt().await? {
+                Attempt::Done(t) => {
+                    ticket.acquired();
+                    return Ok(t);
+                }
+                Attempt::Busy { retry_after } => {
+                    let backoff = backoff(config, round);
+                    retry_after.map_or(backoff, |r| r.min(backoff))
+                }
+                Attempt::Unavailable(e) => {
+                    tracing::debug!(channel, error = %e, "attempt failed; retrying");
+                    match deadline {
+                        Some(d) if Instant::now() >= d => return Err(e),
+                        _ => backoff(config, round),
+                    }
                 }
             }
+        } else {
+            // The lease went to a waiter of this process: wait for its
+            // release rather than try in vain.
+            backoff(config, round)
         };
+        go = true;
         let mut wake = Instant::now() + pause;
         if let Some(d) = deadline {
             if Instant::now() >= d {
-                return Err(Error::Timeout(timeout.unwrap_or_default()));
+                return Err(timed_out());
             }
             wake = wake.min(d);
         }
         tokio::select! {
             () = &mut notified => {}
+            () = &mut handed => {}
             () = tokio::time::sleep_until(wake.into()) => {}
         }
         round = round.saturating_add(1);
+    }
+}
+
+/// Waits for `f` until `deadline` (forever without one); false when the
+/// deadline came first.
+async fn until(deadline: Option<Instant>, f: impl Future<Output = ()>) -> bool {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), f).await.is_ok(),
+        None => {
+            f.await;
+            true
+        }
     }
 }
 

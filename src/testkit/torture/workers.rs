@@ -81,7 +81,10 @@ async fn mutex_section(rig: &Rig, mutex: &Mutex, rng: &mut Rng, w: usize) {
         Err(e) => return rig.tallies.error("mutex", &e),
     };
     let holder = format!("worker-{w}");
-    let token = guard.fencing_token();
+    let token = match guard.fencing_token().await {
+        Ok(token) => token,
+        Err(e) => return rig.tallies.error("mutex token", &e),
+    };
     let id = rig.history.lease(
         LeaseKind::Mutex,
         MUTEX,
@@ -109,7 +112,10 @@ async fn semaphore_section(rig: &Rig, semaphore: &Semaphore, rng: &mut Rng, w: u
         Err(e) => return rig.tallies.error("semaphore", &e),
     };
     let holder = format!("worker-{w}");
-    let token = permit.fencing_token();
+    let token = match permit.fencing_token().await {
+        Ok(token) => token,
+        Err(e) => return rig.tallies.error("semaphore token", &e),
+    };
     let id = rig.history.lease(
         LeaseKind::Semaphore,
         SEMAPHORE,
@@ -129,8 +135,9 @@ async fn reentrant_section(rig: &Rig, lock: &ReentrantLock, rng: &mut Rng) {
         Ok(guard) => guard,
         Err(e) => return rig.tallies.error("reentrant", &e),
     };
+    // Reentrant tokens are committed at the grant: at once, never failing.
     let record = |g: &crate::ReentrantGuard| {
-        let token = g.fencing_token();
+        let token = g.issued_fencing_token().unwrap_or_default();
         rig.history.lease(
             LeaseKind::Reentrant,
             REENTRANT,
