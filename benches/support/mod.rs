@@ -25,6 +25,7 @@ pub fn setup(rt: &Runtime, n: usize) -> (ServerGroup, Quorum) {
 
 /// Runs `iters` units of work split over `tasks` tasks, each task getting
 /// its share from `work(share)`; returns the total time.
+#[allow(dead_code, reason = "the peers bench runs for a time, not a count")]
 pub async fn spread<F, Fut>(tasks: u64, iters: u64, work: F) -> Duration
 where
     F: Fn(u64) -> Fut,
