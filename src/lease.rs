@@ -8,12 +8,13 @@
 //! the [`Lease`] every guard derefs to, and `run`.
 //!
 //! A lease knows its owner token, fencing token and local deadline. With
-//! auto-extension a keeper task renews it at about a third of its TTL; a
-//! definite "not yours" from a quorum, or the deadline passing without a
-//! renewal, marks it lost, for good: a renewal answered after the deadline
-//! does not revive it. The keeper is aborted at release; a renewal it had in
-//! flight may still reach a node after the release, where it finds no key
-//! and does nothing: extend scripts never re-create a key.
+//! auto-extension its quorum's renewal task (`engine::renew`, one for all
+//! leases) renews it at about a third of its TTL; a definite "not yours"
+//! from a quorum, or the deadline passing without a renewal, marks it lost,
+//! for good: a renewal answered after the deadline does not revive it. A
+//! released lease asks for no more renewals; one in flight may still reach a
+//! node after the release, where it finds no key and does nothing: extend
+//! scripts never re-create a key.
 //!
 //! Extend scripts never shorten a TTL either, so extensions commute: on
 //! each node the key lives at least as long as the longest extension that
@@ -27,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OnceCell, watch};
-use tokio::task::JoinHandle;
 
 use crate::config::Timing;
 use crate::engine::{
-    self, Attempt, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, random_unit,
+    self, Attempt, Call, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, Renewable, Renewals,
+    random_unit,
 };
 use crate::error::{Error, Result};
 use crate::key::Keys;
@@ -231,6 +232,8 @@ where
 struct State {
     deadline: Instant,
     timing: Timing,
+    /// When the renewal task renews it next, if it renews itself.
+    renew_at: Option<Instant>,
     /// Lost, released, or taken away: never valid again.
     ended: bool,
 }
@@ -359,6 +362,48 @@ impl Shared {
     }
 }
 
+impl Renewable for Shared {
+    fn due(&self) -> Option<(Instant, Duration)> {
+        let s = self.snapshot();
+        let at = s.renew_at.filter(|_| !s.ended)?;
+        Some((at, s.timing.ttl / 3))
+    }
+
+    fn renewal(&self) -> (Call, Timing) {
+        let timing = self.snapshot().timing;
+        let call = self
+            .spec
+            .extend_call(&self.token, timing.ttl_ms(), &self.holding);
+        (call, timing)
+    }
+
+    /// Renewed: due again a third of the TTL on (less a jitter, so leases
+    /// taken together spread out). Failed: retried soon, until the deadline.
+    fn renewed(&self, t1: Instant, outcome: Result<Instant>) {
+        let timing = self.snapshot().timing;
+        let next = match outcome {
+            Ok(deadline) if self.renewed(deadline, timing) => {
+                let period = timing.ttl / 3;
+                t1 + period - period.mul_f64(0.1 * random_unit())
+            }
+            Ok(_) => return self.lose("its renewal came after the deadline"),
+            Err(Error::NotHeld) => return self.lose("a quorum of nodes no longer holds it"),
+            Err(e) => {
+                let left = self
+                    .snapshot()
+                    .deadline
+                    .saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return self.lose("no renewal reached a quorum before the deadline");
+                }
+                tracing::debug!(resource = %self.spec.resource, error = %e, "renewal failed; retrying");
+                Instant::now() + self.quorum.config().retry_delay.min(left / 2)
+            }
+        };
+        self.state.send_modify(|s| s.renew_at = Some(next));
+    }
+}
+
 /// A held lease: what every guard of a [`Mutex`](crate::Mutex),
 /// [`Semaphore`](crate::Semaphore) and [`ReentrantLock`](crate::ReentrantLock)
 /// derefs to, so code that only needs the lease works with any of them
@@ -370,16 +415,17 @@ impl Shared {
 #[clippy::has_significant_drop]
 pub struct Lease {
     shared: Arc<Shared>,
-    keeper: Option<JoinHandle<()>>,
     /// Cleared once released, so `Drop` does nothing more.
     live: bool,
 }
 
 impl Lease {
     fn new(quorum: &Quorum, plan: &Plan, token: String, grant: Grant, auto_extend: bool) -> Lease {
+        let period = plan.timing.ttl / 3;
         let (state, _) = watch::channel(State {
             deadline: grant.deadline,
             timing: plan.timing,
+            renew_at: auto_extend.then(|| grant.granted + period),
             ended: false,
         });
         let (fence, pending_fence) = match grant.fence {
@@ -397,12 +443,11 @@ impl Lease {
             holding: grant.holding,
             state,
         });
-        let keeper = auto_extend.then(|| tokio::spawn(keep(shared.clone())));
-        Lease {
-            shared,
-            keeper,
-            live: true,
+        if auto_extend {
+            let weak = Arc::downgrade(&shared);
+            Renewals::register(quorum.nodes(), weak);
         }
+        Lease { shared, live: true }
     }
 
     /// The resource name.
@@ -516,9 +561,8 @@ impl Lease {
         }
     }
 
-    /// Releases on every node and wakes the waiters. The keeper task, if
-    /// any, is stopped first; a renewal it had in flight cannot revive the
-    /// released lease.
+    /// Releases on every node and wakes the waiters. It asks for no more
+    /// renewals first; one in flight cannot revive the released lease.
     ///
     /// # Errors
     ///
@@ -532,7 +576,6 @@ impl Lease {
     /// Not cancel safe: dropped midway, the release may have reached only
     /// some nodes; the others free the resource when the TTL runs out.
     pub async fn release(mut self) -> Result<()> {
-        self.stop_keeper();
         self.live = false;
         let shared = self.shared.clone();
         shared.release().await
@@ -556,17 +599,10 @@ impl Lease {
     pub(crate) fn owner_token(&self) -> &str {
         &self.shared.token
     }
-
-    fn stop_keeper(&mut self) {
-        if let Some(keeper) = self.keeper.take() {
-            keeper.abort();
-        }
-    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.stop_keeper();
         if !self.live {
             return;
         }
@@ -590,54 +626,8 @@ impl fmt::Debug for Lease {
             .field("resource", &self.name())
             .field("fencing_token", &self.shared.fence.get())
             .field("remaining", &self.remaining())
-            .field("auto_extend", &self.keeper.is_some())
+            .field("auto_extend", &self.shared.snapshot().renew_at.is_some())
             .finish()
-    }
-}
-
-/// The keeper: renews at about a third of the TTL, retries transient
-/// failures until the deadline, and gives up on a definite loss.
-async fn keep(shared: Arc<Shared>) {
-    let mut last_renewal = Instant::now();
-    loop {
-        let s = shared.snapshot();
-        if s.ended {
-            return;
-        }
-        let period = s.timing.ttl / 3;
-        let jitter = period.mul_f64(0.1 * random_unit());
-        let at = last_renewal + period - jitter;
-        tokio::time::sleep_until(at.into()).await;
-        match renew(&shared).await {
-            Some(t) => last_renewal = t,
-            None => return,
-        }
-    }
-}
-
-/// One renewal, retried until it succeeds, the lease is definitely lost, or
-/// the deadline passes. Returns when the successful attempt started.
-async fn renew(shared: &Shared) -> Option<Instant> {
-    loop {
-        let started = Instant::now();
-        let s = shared.snapshot();
-        match shared.extend(s.timing).await {
-            Ok(()) => return Some(started),
-            Err(Error::NotHeld) => return None,
-            Err(e) => {
-                let left = shared
-                    .snapshot()
-                    .deadline
-                    .saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    shared.lose("no renewal reached a quorum before the deadline");
-                    return None;
-                }
-                tracing::debug!(resource = %shared.spec.resource, error = %e, "renewal failed; retrying");
-                let pause = shared.quorum.config().retry_delay.min(left / 2);
-                tokio::time::sleep(pause).await;
-            }
-        }
     }
 }
 

@@ -110,7 +110,8 @@ impl Holding {
 }
 
 impl LeaseSpec {
-    fn extend_call(&self, token: &str, ttl_ms: u64, holding: &Holding) -> Call {
+    /// An extension of the lease `token` holds to `ttl_ms` from now.
+    pub(crate) fn extend_call(&self, token: &str, ttl_ms: u64, holding: &Holding) -> Call {
         let mut inv = invocation(self.extend, &keys(&self.lease_keys));
         inv.arg(token).arg(ttl_ms).arg(holding.extend_args());
         Call::new(inv)
@@ -183,25 +184,29 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
     acquire
         .arg(u8::from(nodes.len() == 1))
         .arg(fence_ttl_ms(timing));
-    let mut undo = Undo::armed(nodes, spec.release_call(&token, &holding), timing);
+    let mut undo = Undo::armed(nodes, &spec, &token, &holding, timing);
     let timeout = timing.node_timeout;
     let mut first = round::on_all(nodes, Call::grant(acquire), Need::Majority, timeout).await;
     undo.after = first.stragglers();
-    if first.reached() && !settled(&first) {
+    let mut verdict = Verdict::of(&first);
+    if first.reached() && !verdict.settled() {
         // The votes in hand disagree; the stragglers may settle it.
         first.finish().await;
+        verdict = Verdict::of(&first);
     }
-    let agreed = first.agreed(|p| p.ints_from(2));
     let in_time = Instant::now() < deadline;
-    if let Some((held, _)) = agreed.as_ref().filter(|_| in_time) {
+    if let Some(held) = verdict.agreed.as_ref().filter(|_| in_time) {
         let holding = match holding {
             Holding::Slots(_) => Holding::Slots(held.iter().map(|&s| s as u32).collect()),
             other => other,
         };
-        let fenced = fence(nodes, &spec, &token, &holding, timing, &first, deadline).await;
+        let fenced = fence(
+            nodes, &spec, &token, &holding, timing, &verdict, &first, deadline,
+        )
+        .await;
         if let Some(fence) = fenced {
             let stragglers = first.stragglers();
-            undo.keep(first, held.clone());
+            undo.keep(first, held);
             return Ok(Attempt::Done(Grant {
                 granted: Instant::now(),
                 deadline,
@@ -220,46 +225,62 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
     }
     // Enough yes votes granting different things (semaphore slots) is
     // contention among holders, as is a majority of refusals.
-    let split = agreed.is_none() && first.reached();
+    let split = verdict.agreed.is_none() && first.reached();
     if split || first.definitely_refused() {
         return Ok(Attempt::Busy {
             retry_after: first.retry_after(),
         });
     }
-    let expired = agreed.is_some() && Instant::now() >= deadline;
+    let expired = verdict.agreed.is_some() && Instant::now() >= deadline;
     Ok(Attempt::Unavailable(Error::Quorum(first.tally(expired))))
 }
 
-/// True when the yes votes agree on what was granted and, if any node
-/// reports a token it already issued, a quorum reports the same one.
-fn settled(round: &Round) -> bool {
-    let any_issued = round.yes().any(|(_, p)| p.int(1) == Some(1));
-    round.agreed(|p| p.ints_from(2)).is_some() && (!any_issued || issued_token(round).is_some())
+/// What round one's yes votes say, read once.
+struct Verdict {
+    /// What a quorum granted alike (semaphore slots; nothing for a mutex).
+    agreed: Option<Vec<i64>>,
+    /// A token a quorum reports as already issued (one node; a reentrant
+    /// hold).
+    issued: Option<i64>,
+    /// Some node reports an issued token.
+    any_issued: bool,
 }
 
-/// A token a quorum of yes votes report as already issued (one node; a
-/// reentrant hold).
-fn issued_token(round: &Round) -> Option<i64> {
-    round
-        .agreed(|p| (p.int(1) == Some(1)).then(|| p.int(0)))
-        .and_then(|(token, _)| token.flatten())
+impl Verdict {
+    fn of(round: &Round) -> Verdict {
+        Verdict {
+            agreed: round.agreed(|p| p.ints_from(2)).map(|(held, _)| held),
+            issued: round
+                .agreed(|p| (p.int(1) == Some(1)).then(|| p.int(0)))
+                .and_then(|(token, _)| token.flatten()),
+            any_issued: round.yes().any(|(_, p)| p.int(1) == Some(1)),
+        }
+    }
+
+    /// The yes votes agree on what was granted and, if any node reports a
+    /// token it already issued, a quorum reports the same one.
+    fn settled(&self) -> bool {
+        self.agreed.is_some() && (!self.any_issued || self.issued.is_some())
+    }
 }
 
 /// The fencing token of a granted round one: the token the agreeing nodes
 /// already issued, or the one round two will commit (at once when eager).
+#[allow(clippy::too_many_arguments, reason = "the parts of one claim")]
 async fn fence(
     nodes: &Arc<Nodes>,
     spec: &LeaseSpec,
     owner: &str,
     holding: &Holding,
     timing: Timing,
+    verdict: &Verdict,
     first: &Round,
     deadline: Instant,
 ) -> Option<Fence> {
-    if let Some(token) = issued_token(first) {
+    if let Some(token) = verdict.issued {
         return Some(Fence::Issued(token.max(0) as u64));
     }
-    if first.yes().any(|(_, p)| p.int(1) == Some(1)) {
+    if verdict.any_issued {
         // Some nodes hold a token already issued to this owner but no
         // quorum agrees on it: minting another would give one holding two
         // tokens. Try again; a stale one expires with its TTL.
@@ -330,9 +351,17 @@ pub(crate) async fn extend(
     timing: Timing,
 ) -> Result<Instant> {
     let t1 = Instant::now();
-    let deadline = t1 + timing.ttl - timing.drift;
     let call = spec.extend_call(token, timing.ttl_ms(), holding);
     let round = round::on_all(nodes, call, Need::Majority, timing.node_timeout).await;
+    extend_outcome(&round, t1, timing)
+}
+
+/// What an extension's round says: the new deadline, counted from the
+/// extension's start `t1`, when a quorum extended it in time;
+/// [`Error::NotHeld`] when no quorum can hold it any more; otherwise the
+/// tally, worth retrying.
+pub(crate) fn extend_outcome(round: &Round, t1: Instant, timing: Timing) -> Result<Instant> {
+    let deadline = t1 + timing.ttl - timing.drift;
     if round.reached() && Instant::now() < deadline {
         return Ok(deadline);
     }
@@ -381,8 +410,11 @@ pub(crate) async fn release(
 /// node, so no phantom holder is left until the TTL.
 struct Undo {
     nodes: Arc<Nodes>,
-    call: Option<Call>,
+    spec: Arc<LeaseSpec>,
+    token: String,
+    holding: Holding,
     timeout: Duration,
+    armed: bool,
     /// Round one's answers still in flight: an undo sent before they land
     /// could overtake an acquire (one retried after NOSCRIPT goes out
     /// again), so it waits for them.
@@ -390,25 +422,52 @@ struct Undo {
 }
 
 impl Undo {
-    fn armed(nodes: &Arc<Nodes>, call: Call, timing: Timing) -> Undo {
+    fn armed(
+        nodes: &Arc<Nodes>,
+        spec: &Arc<LeaseSpec>,
+        token: &str,
+        holding: &Holding,
+        timing: Timing,
+    ) -> Undo {
         Undo {
             nodes: nodes.clone(),
-            call: Some(call),
+            spec: spec.clone(),
+            token: token.to_owned(),
+            holding: holding.clone(),
             timeout: timing.node_timeout,
+            armed: true,
             after: None,
         }
     }
 
+    /// The undo's call, once: nothing when already disarmed.
+    fn disarm(&mut self) -> Option<Call> {
+        std::mem::replace(&mut self.armed, false)
+            .then(|| self.spec.release_call(&self.token, &self.holding))
+    }
+
     /// The claim succeeded with what the quorum agreed on (`held`: the
-    /// semaphore slots; nothing for a mutex). In the background, once every
-    /// node has answered, undo on the nodes that granted something else:
-    /// their slots are no part of the lease and nothing else would free them
-    /// before the release.
-    fn keep(&mut self, mut first: Round, held: Vec<i64>) {
-        let Some(call) = self.call.take() else { return };
+    /// semaphore slots; nothing for a mutex). Nodes that granted something
+    /// else hold slots that are no part of the lease and that nothing else
+    /// would free before the release: undo there, once every node has
+    /// answered (in the background when some have not yet).
+    fn keep(&mut self, mut first: Round, held: &[i64]) {
+        let others = |round: &Round| -> Vec<usize> {
+            round
+                .yes()
+                .filter(|(_, p)| p.ints_from(2) != held)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        if first.stragglers().is_none() && others(&first).is_empty() {
+            self.armed = false;
+            return;
+        }
+        let Some(call) = self.disarm() else { return };
         self.after = None;
         let nodes = self.nodes.clone();
         let timeout = self.timeout;
+        let held = held.to_vec();
         tokio::spawn(async move {
             first.finish().await;
             let others: Vec<usize> = first
@@ -425,7 +484,7 @@ impl Undo {
     /// Undoes on the given nodes and waits for it; the work runs in its own
     /// task, so cancelling this wait does not cancel the undo.
     async fn run(&mut self, targets: Vec<usize>) {
-        let Some(call) = self.call.take() else { return };
+        let Some(call) = self.disarm() else { return };
         if !targets.is_empty() {
             let nodes = self.nodes.clone();
             let _ = spawn_undo(nodes, call, targets, self.timeout, None).await;
@@ -435,8 +494,9 @@ impl Undo {
 
 impl Drop for Undo {
     fn drop(&mut self) {
-        if let Some(call) = self.call.take()
+        if self.armed
             && tokio::runtime::Handle::try_current().is_ok()
+            && let Some(call) = self.disarm()
         {
             let targets = (0..self.nodes.len()).collect();
             let after = self.after.take();
@@ -468,11 +528,16 @@ mod tests {
     #[test]
     fn a_token_issued_on_a_quorum_settles_round_one() {
         let round = Round::of(vec![yes(&[41, 1]), yes(&[41, 1]), None]);
-        assert!(settled(&round));
-        assert_eq!(issued_token(&round), Some(41));
-        let split = Round::of(vec![yes(&[41, 1]), yes(&[40, 0]), None]);
-        assert!(!settled(&split));
-        assert_eq!(issued_token(&split), None);
+        let verdict = Verdict::of(&round);
+        assert!(verdict.settled());
+        assert_eq!(verdict.issued, Some(41));
+        let split = Verdict::of(&Round::of(vec![yes(&[41, 1]), yes(&[40, 0]), None]));
+        assert!(!split.settled());
+        assert_eq!(split.issued, None);
+        // Slots granted alike on a quorum, no token issued: settled.
+        let slots = Verdict::of(&Round::of(vec![yes(&[9, 0, 2]), yes(&[7, 0, 2]), None]));
+        assert!(slots.settled());
+        assert_eq!(slots.agreed, Some(vec![2]));
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //!   grants count after a restart.
 //! - `scripts`: the Lua registry. `round`: one script on every node in
 //!   parallel, counted as votes with early decision.
-//! - `lease_ops`: claim (acquire, fence, undo), extend, release.
+//! - `lease_ops`: claim (acquire, fence, undo), extend, release; `renew`:
+//!   every due renewal of a quorum in one pipelined request per node.
 //! - `read`: majority reads and writes with agreement.
 //! - `notify`, `queue` and `wait`: push wake-ups, this process's waiters in
 //!   arrival order, and how a blocked caller waits.
 //!
 //! Modules depend downwards only: admission, scripts ← node ← notify,
-//! queue ← nodes ← round ← read, wait ← lease_ops.
+//! queue ← nodes ← round ← read, wait ← lease_ops ← renew.
 
 mod admission;
 mod lease_ops;
@@ -21,6 +22,7 @@ mod nodes;
 mod notify;
 mod queue;
 mod read;
+mod renew;
 mod round;
 pub(crate) mod scripts;
 mod wait;
@@ -31,6 +33,7 @@ pub(crate) use lease_ops::{
 pub(crate) use node::{Call, Payload, Reply, invocation};
 pub(crate) use nodes::Nodes;
 pub(crate) use read::{agree, gather, read, read_all, spread, write};
+pub(crate) use renew::{Renewable, Renewals};
 pub(crate) use round::{Round, Stragglers};
 pub(crate) use scripts::Invocation;
 pub(crate) use wait::{Attempt, backoff, random_unit, wait_for};

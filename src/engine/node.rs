@@ -418,7 +418,12 @@ impl Node {
                 Ok(Ok(reply)) => break reply,
             }
         };
-        let mut values = reply.into_iter();
+        self.reply(call, reply)
+    }
+
+    /// A script's reply as a vote.
+    fn reply(&self, call: &Call, values: Vec<Value>) -> Reply {
+        let mut values = values.into_iter();
         let Some(status) = values.next() else {
             return Reply::Failed(Failure {
                 message: "empty script reply".into(),
@@ -436,6 +441,51 @@ impl Node {
             Some(until) if call.grants => Reply::Quarantined { until },
             _ => Reply::Yes(payload),
         }
+    }
+
+    /// Runs several scripts in one pipelined request, with one deadline;
+    /// one reply each. A script the node lost is run again with EVAL.
+    pub(crate) async fn invoke_batch(&self, calls: &[Call], timeout: Duration) -> Vec<Reply> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let failed =
+            |message: String| vec![Reply::Failed(Failure::transient(message)); calls.len()];
+        let Some((mut conn, epoch)) = self.connection(timeout).await else {
+            return failed("not connected".into());
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for call in calls {
+            pipe.add_command(call.inv.evalsha());
+        }
+        let sent = pipe.query_async::<Vec<redis::RedisResult<Vec<Value>>>>(&mut conn);
+        let results = match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => return failed(format!("no answer within {timeout:?}")),
+            Ok(Err(e)) => {
+                if e.is_unrecoverable_error() || e.is_connection_dropped() {
+                    self.broken(epoch);
+                }
+                return failed(e.to_string());
+            }
+            Ok(Ok(results)) => results,
+        };
+        let mut replies = Vec::with_capacity(calls.len());
+        for (call, result) in calls.iter().zip(results) {
+            let result = match result {
+                Err(e) if e.kind() == scripts::NO_SCRIPT => {
+                    let again = call.inv.run::<Vec<Value>>(&mut conn);
+                    match tokio::time::timeout_at(deadline, again).await {
+                        Ok(result) => result,
+                        Err(_) => Err(timeout_error()),
+                    }
+                }
+                other => other,
+            };
+            replies.push(match result {
+                Ok(values) => self.reply(call, values),
+                Err(e) => Reply::Failed(failure(e)),
+            });
+        }
+        replies
     }
 
     fn connect_error(&self, source: redis::RedisError) -> Error {

@@ -14,6 +14,7 @@ use super::admission::{Deployment, Suspicion, quarantine_until};
 use super::node::{Hello, Node};
 use super::notify::Notifier;
 use super::queue::Queues;
+use super::renew::Renewals;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -24,6 +25,7 @@ pub(crate) struct Nodes {
     config: Config,
     notifier: Notifier,
     queues: Queues,
+    renewals: Renewals,
     deployment: Deployment,
 }
 
@@ -65,6 +67,7 @@ impl Nodes {
             config,
             notifier,
             queues: Queues::default(),
+            renewals: Renewals::default(),
             deployment,
         });
         tokio::spawn(supervise(Arc::downgrade(&shared), requests));
@@ -100,6 +103,11 @@ impl Nodes {
 
     pub(crate) fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// The leases of this quorum that renew themselves.
+    pub(crate) fn renewals(&self) -> &Renewals {
+        &self.renewals
     }
 
     /// This process's waiters, per resource.

@@ -93,7 +93,14 @@ impl Queues {
 impl Ticket<'_> {
     /// True once this ticket is the head.
     pub(crate) fn is_head(&self) -> bool {
-        self.queue.waiting.lock().unwrap().tickets.front().map(|(id, _)| *id) == Some(self.id)
+        self.queue
+            .waiting
+            .lock()
+            .unwrap()
+            .tickets
+            .front()
+            .map(|(id, _)| *id)
+            == Some(self.id)
     }
 
     /// Marks that this waiter got the lease, before it leaves the queue.
@@ -118,10 +125,9 @@ impl Drop for Ticket<'_> {
             drop(waiting);
             let mut queues = self.queues.queues.lock().unwrap();
             // Another waiter may have joined meanwhile; keep its queue.
-            if queues
-                .get(&self.key)
-                .is_some_and(|q| Arc::ptr_eq(q, &self.queue) && q.waiting.lock().unwrap().tickets.is_empty())
-            {
+            if queues.get(&self.key).is_some_and(|q| {
+                Arc::ptr_eq(q, &self.queue) && q.waiting.lock().unwrap().tickets.is_empty()
+            }) {
                 queues.remove(&self.key);
             }
             return;

@@ -60,16 +60,16 @@ pub(crate) async fn on(
     need: Need,
     timeout: Duration,
 ) -> Round {
+    let mut round = Round::empty(nodes);
+    if let [only] = targets {
+        // One request: nothing to count early, nothing to leave behind.
+        round.replies[*only] = Some(nodes.node(*only).invoke(&call, timeout).await);
+        return round;
+    }
     let mut pending: FuturesUnordered<Request> = targets
         .iter()
         .map(|&i| request(nodes, i, &call, timeout))
         .collect();
-    let mut round = Round {
-        replies: vec![None; nodes.len()],
-        need: nodes.majority(),
-        addrs: nodes.addrs().clone(),
-        stragglers: None,
-    };
     let mut answered = 0;
     while let Some((i, reply)) = pending.next().await {
         round.replies[i] = Some(reply);
@@ -244,6 +244,21 @@ impl Round {
     pub(crate) fn shortfall(&self, resource: &str) -> Error {
         self.permanent_error(resource)
             .unwrap_or_else(|| Error::Quorum(self.tally(false)))
+    }
+
+    /// A round with no answer yet, to fill in with [`record`](Self::record).
+    pub(crate) fn empty(nodes: &Nodes) -> Round {
+        Round {
+            replies: vec![None; nodes.len()],
+            need: nodes.majority(),
+            addrs: nodes.addrs().clone(),
+            stragglers: None,
+        }
+    }
+
+    /// Notes node `i`'s reply.
+    pub(crate) fn record(&mut self, i: usize, reply: Reply) {
+        self.replies[i] = Some(reply);
     }
 
     /// A round made of the given replies (unit tests of vote counting).

@@ -106,12 +106,17 @@ impl Invocation {
         cmd
     }
 
+    /// The EVALSHA command, to pipeline.
+    pub(crate) fn evalsha(&self) -> Cmd {
+        self.cmd("EVALSHA", self.lua.sha())
+    }
+
     /// EVALSHA, and EVAL with the source if the node lost its scripts.
     pub(crate) async fn run<T: redis::FromRedisValue>(
         &self,
         conn: &mut impl ConnectionLike,
     ) -> RedisResult<T> {
-        match self.cmd("EVALSHA", self.lua.sha()).query_async(conn).await {
+        match self.evalsha().query_async(conn).await {
             Err(e) if e.kind() == NO_SCRIPT => {
                 self.cmd("EVAL", self.lua.source()).query_async(conn).await
             }
@@ -120,7 +125,8 @@ impl Invocation {
     }
 }
 
-const NO_SCRIPT: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+pub(crate) const NO_SCRIPT: redis::ErrorKind =
+    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
 
 /// The prelude folded onto one line, then the script.
 fn source(body: &str) -> String {
