@@ -11,6 +11,6 @@ mod server;
 pub mod torture;
 
 pub use clock::jump_clock;
-pub use history::{History, LeaseId, LeaseKind, Spec, Violation};
+pub use history::{History, LeaseId, LeaseKind, NodeHold, Sample, Spec, Violation};
 pub use proxy::FaultProxy;
 pub use server::{RedisServer, ServerGroup};

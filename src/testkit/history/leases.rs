@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Event, LeaseId, LeaseKind, LeaseRecord, Timeline, Violation, ms};
+use super::{Event, LeaseId, LeaseKind, LeaseRecord, Sample, Timeline, Violation, ms};
 
-/// A lease with its extensions and release folded in.
+/// A lease with its extensions, samples, loss and release folded in.
 #[derive(Debug, Clone)]
 pub(super) struct Window<'a> {
     pub(super) resource: &'a str,
-    id: LeaseId,
+    pub(super) id: LeaseId,
     kind: LeaseKind,
     holder: &'a str,
     token: u64,
@@ -20,6 +20,10 @@ pub(super) struct Window<'a> {
     deadline: Instant,
     /// The earliest release recorded.
     released: Option<Instant>,
+    /// When `lost()` first fired.
+    pub(super) lost: Option<Instant>,
+    /// The guard's claims next to the servers' keys, in recording order.
+    pub(super) samples: Vec<&'a Sample>,
 }
 
 impl<'a> Window<'a> {
@@ -35,6 +39,8 @@ impl<'a> Window<'a> {
             granted: l.granted,
             deadline: l.deadline,
             released: None,
+            lost: None,
+            samples: Vec::new(),
         }
     }
 
@@ -42,9 +48,18 @@ impl<'a> Window<'a> {
         self.granted
     }
 
+    /// The deadline, cut short by a release or by `lost()` firing.
     fn end(&self) -> Instant {
-        self.released
-            .map_or(self.deadline, |r| r.min(self.deadline))
+        [self.released, self.lost]
+            .into_iter()
+            .flatten()
+            .fold(self.deadline, Instant::min)
+    }
+
+    /// The earliest instant the lease's keys may have been written: its
+    /// acquire's invoke when recorded, otherwise its grant.
+    pub(super) fn since(&self) -> Instant {
+        self.invoked.map_or(self.granted, |i| i.min(self.granted))
     }
 
     fn is_empty(&self) -> bool {
@@ -58,7 +73,7 @@ impl<'a> Window<'a> {
         self.granted.min(self.deadline)
     }
 
-    fn describe(&self, time: Timeline) -> String {
+    pub(super) fn describe(&self, time: Timeline) -> String {
         format!(
             "lease {} (holder {}, token {}, {}..{})",
             self.id,
@@ -70,8 +85,9 @@ impl<'a> Window<'a> {
     }
 }
 
-/// Folds the events into one window per lease; an extension, release or
-/// invoke time for a lease never granted here is a `"history"` violation.
+/// Folds the events into one window per lease; an extension, release,
+/// loss, sample or invoke time for a lease never granted here is a
+/// `"history"` violation.
 pub(super) fn windows(events: &[Event]) -> (Vec<Window<'_>>, Vec<Violation>) {
     let mut windows: Vec<Window<'_>> = Vec::new();
     let mut out = Vec::new();
@@ -84,6 +100,8 @@ pub(super) fn windows(events: &[Event]) -> (Vec<Window<'_>>, Vec<Violation>) {
             Event::Invoked { id, .. } => (*id, "acquire invoke time"),
             Event::Extended { id, .. } => (*id, "extension"),
             Event::Released { id, .. } => (*id, "release"),
+            Event::Lost { id, .. } => (*id, "loss"),
+            Event::Sampled { id, .. } => (*id, "sample"),
             _ => continue,
         };
         // Ids are handed out in recording order, so a lease's id is its index.
@@ -99,11 +117,14 @@ pub(super) fn windows(events: &[Event]) -> (Vec<Window<'_>>, Vec<Violation>) {
     (windows, out)
 }
 
-fn fold(w: &mut Window<'_>, event: &Event) {
-    match *event {
-        Event::Invoked { at, .. } => w.invoked = Some(w.invoked.map_or(at, |i| i.min(at))),
-        Event::Extended { deadline, .. } => w.deadline = w.deadline.max(deadline),
-        Event::Released { at, .. } => w.released = Some(w.released.map_or(at, |r| r.min(at))),
+fn fold<'a>(w: &mut Window<'a>, event: &'a Event) {
+    let earliest = |was: Option<Instant>, at: Instant| Some(was.map_or(at, |w| w.min(at)));
+    match event {
+        Event::Invoked { at, .. } => w.invoked = earliest(w.invoked, *at),
+        Event::Extended { deadline, .. } => w.deadline = w.deadline.max(*deadline),
+        Event::Released { at, .. } => w.released = earliest(w.released, *at),
+        Event::Lost { at, .. } => w.lost = earliest(w.lost, *at),
+        Event::Sampled { sample, .. } => w.samples.push(sample),
         _ => {}
     }
 }
