@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -67,6 +67,9 @@ struct Shape {
     ttl: Duration,
     auto_extend: bool,
     hold: Duration,
+    /// Without auto-extension: keeps the lease only by extending it to its
+    /// own TTL at the last moment, nothing else.
+    last_moment: bool,
 }
 
 impl Shape {
@@ -81,16 +84,29 @@ impl Shape {
             _ if !long => rng.millis(20, 300),
             _ => base.mul_f64(0.5 + rng.below(200) as f64 / 100.0),
         };
+        let last_moment = !auto_extend && rng.chance(50);
         Shape {
             ttl,
             auto_extend,
             hold,
+            last_moment,
         }
     }
 }
 
 fn pick(rng: &mut Rng, choices: &[Duration]) -> Duration {
     choices[rng.below(choices.len() as u64) as usize]
+}
+
+/// Waits until `at` more precisely than a timer, whose ticks are whole
+/// milliseconds: a timer to shortly before, then yielding.
+async fn until(at: Instant) {
+    if let Some(early) = at.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The TTLs of explicit extensions: shorter and longer than most leases'.
@@ -137,18 +153,38 @@ guard!(MutexGuard);
 guard!(SemaphorePermit);
 guard!(ReentrantGuard);
 
-/// The guard of a successful acquire; tallies the others.
-fn granted<G>(rig: &Rig, op: &str, got: crate::Result<Option<G>>) -> Option<G> {
-    match got {
-        Ok(Some(guard)) => Some(guard),
+/// The guard of a successful acquire; tallies the others, and records them
+/// in the history's timeline (`resource`, by `holder`, invoked at `at`).
+fn granted<G>(
+    rig: &Rig,
+    kind: LeaseKind,
+    holder: &str,
+    at: Instant,
+    got: crate::Result<Option<G>>,
+) -> Option<G> {
+    let (op, resource) = what(kind);
+    let error = match got {
+        Ok(Some(guard)) => return Some(guard),
         Ok(None) => {
             rig.tallies.op("busy at first try");
-            None
+            "busy".to_owned()
         }
         Err(e) => {
             rig.tallies.error(op, &e);
-            None
+            e.to_string()
         }
+    };
+    let op = format!("acquire by {holder}");
+    rig.history.failed(resource, &op, error, at);
+    None
+}
+
+/// The tally name and resource of a lease kind.
+fn what(kind: LeaseKind) -> (&'static str, &'static str) {
+    match kind {
+        LeaseKind::Mutex => ("mutex", MUTEX),
+        LeaseKind::Semaphore => ("semaphore", SEMAPHORE),
+        LeaseKind::Reentrant => ("reentrant", REENTRANT),
     }
 }
 
@@ -159,6 +195,8 @@ struct Held<G> {
     id: LeaseId,
     op: &'static str,
     watch: Option<JoinHandle<()>>,
+    /// How long the last extension took, in microseconds.
+    extend_us: AtomicU64,
 }
 
 impl<G: Guard> Held<G> {
@@ -172,11 +210,7 @@ impl<G: Guard> Held<G> {
         invoked: Instant,
         guard: G,
     ) -> Held<G> {
-        let (op, resource) = match kind {
-            LeaseKind::Mutex => ("mutex", MUTEX),
-            LeaseKind::Semaphore => ("semaphore", SEMAPHORE),
-            LeaseKind::Reentrant => ("reentrant", REENTRANT),
-        };
+        let (op, resource) = what(kind);
         let id = rig.history.lease(
             kind,
             resource,
@@ -192,6 +226,7 @@ impl<G: Guard> Held<G> {
             id,
             op,
             watch: None,
+            extend_us: AtomicU64::new(1000),
         }
     }
 
@@ -210,7 +245,11 @@ impl<G: Guard> Held<G> {
 
     /// Extends to `ttl`; records the new deadline and samples on success.
     async fn extend(&self, rig: &Rig, ttl: Duration) {
-        match self.guard.extend(ttl).await {
+        let started = Instant::now();
+        let extended = self.guard.extend(ttl).await;
+        let took = started.elapsed().as_micros() as u64;
+        self.extend_us.store(took, Ordering::Relaxed);
+        match extended {
             Ok(()) => {
                 rig.history.extended(self.id, self.guard.deadline());
                 rig.tallies.op("extend");
@@ -228,21 +267,28 @@ impl<G: Guard> Held<G> {
         }
         loop {
             let now = Instant::now();
-            if now >= end {
+            // The holder stops acting when its lease ends, as the library asks.
+            if now >= end || !self.guard.is_valid() {
                 return;
             }
             let step = rng.millis(10, 150).min(end - now);
             let deadline = self.guard.deadline();
-            if !shape.auto_extend && deadline < now + step && rng.chance(50) {
-                // At the last moment: the answer may come after lost() fired.
-                let early = rng.millis(0, 3);
-                tokio::time::sleep_until(deadline.checked_sub(early).unwrap_or(now).into()).await;
+            let near = deadline < now + step;
+            if !shape.auto_extend && near && (shape.last_moment || rng.chance(70)) {
+                // At the last moment, less than half an extension's time
+                // before the deadline: the answer comes just after it,
+                // around when lost() fires.
+                let took = Duration::from_micros(self.extend_us.load(Ordering::Relaxed));
+                let lead = took.mul_f64(rng.below(50) as f64 / 100.0);
+                until(deadline.checked_sub(lead).unwrap_or(now)).await;
                 self.extend(rig, shape.ttl).await;
                 continue;
             }
             tokio::time::sleep(step).await;
             match rng.below(10) {
-                0..3 => self.extend(rig, extension(rng, rig.torture.ttl)).await,
+                0..3 if !shape.last_moment => {
+                    self.extend(rig, extension(rng, rig.torture.ttl)).await;
+                }
                 3..5 => self.sample(rig).await,
                 _ => {}
             }
@@ -285,7 +331,7 @@ async fn mutex_section(rig: &Rig, q: &Quorum, me: &str, shape: &Shape, rng: &mut
         Some(wait) => mutex.lock_timeout(wait).await.map(Some),
         None => mutex.try_lock().await,
     };
-    let Some(guard) = granted(rig, "mutex", got) else {
+    let Some(guard) = granted(rig, LeaseKind::Mutex, me, invoked, got) else {
         return;
     };
     let mut held = Held::record(rig, LeaseKind::Mutex, me, 1, invoked, guard);
@@ -320,7 +366,7 @@ async fn semaphore_section(
         Some(wait) => semaphore.acquire_many_timeout(k, wait).await.map(Some),
         None => semaphore.try_acquire_many(k).await,
     };
-    let Some(permit) = granted(rig, "semaphore", got) else {
+    let Some(permit) = granted(rig, LeaseKind::Semaphore, me, invoked, got) else {
         return;
     };
     let mut held = Held::record(rig, LeaseKind::Semaphore, me, k, invoked, permit);
@@ -359,6 +405,7 @@ async fn reentrant_section(
             ttl: pick(rng, &shorter),
             auto_extend: rng.chance(50),
             hold: shape.hold / 3,
+            last_moment: false,
         };
         if let Some(held) = reenter(rig, q, me, &inner_shape, Some(rig.torture.ttl)).await {
             outer.sample(rig).await;
@@ -394,7 +441,7 @@ async fn reenter(
         Some(wait) => lock.lock_timeout(wait).await.map(Some),
         None => lock.try_lock().await,
     };
-    let guard = granted(rig, "reentrant", got)?;
+    let guard = granted(rig, LeaseKind::Reentrant, me, invoked, got)?;
     Some(Held::record(
         rig,
         LeaseKind::Reentrant,
@@ -414,7 +461,16 @@ pub(super) async fn newcomer(rig: Arc<Rig>, slot: usize, ordinal: u64, life: Dur
     let client = rig.layout.newcomer(slot);
     let q = match rig.connect(client).await {
         Ok(q) => q,
-        Err(e) => return rig.tallies.error("newcomer connect", &e),
+        Err(e) => {
+            let at = Instant::now();
+            rig.history.failed(
+                "",
+                &format!("connect of newcomer-{ordinal}"),
+                e.to_string(),
+                at,
+            );
+            return rig.tallies.error("newcomer connect", &e);
+        }
     };
     rig.tallies.op("newcomer");
     let seed = rig.torture.seed.wrapping_mul(131).wrapping_add(ordinal);
