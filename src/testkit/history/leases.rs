@@ -48,9 +48,13 @@ impl<'a> Window<'a> {
         self.granted
     }
 
-    /// The deadline, cut short by a release or by `lost()` firing.
+    /// The deadline, cut short by a release or by `lost()` firing (unless
+    /// the guard claimed to be valid again afterwards: then the library
+    /// still let it act, and the `lost` check reports the revival).
     fn end(&self) -> Instant {
-        [self.released, self.lost]
+        let revived = |lost: &Instant| self.samples.iter().any(|s| s.at > *lost);
+        let lost = self.lost.filter(|l| !revived(l));
+        [self.released, lost]
             .into_iter()
             .flatten()
             .fold(self.deadline, Instant::min)

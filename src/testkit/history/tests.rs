@@ -710,6 +710,21 @@ fn lease_sampled_before_lost_fired_passes() {
 }
 
 #[test]
+fn revived_lease_window_runs_to_its_claimed_deadline() {
+    let (h, t) = (History::new(), Clock::new());
+    let a = t.hold(&h, LeaseKind::Mutex, "a", 1, 0, 1000);
+    h.lost(a, t.at(1000));
+    h.extended(a, t.at(1990));
+    h.sampled(
+        a,
+        t.sample(1005, 1990, &[Some(2000), Some(2000), Some(2000)]),
+    );
+    t.hold(&h, LeaseKind::Mutex, "b", 2, 1500, 2500);
+    let v = h.check(&Spec::new().mutex("m"));
+    assert_eq!(checks(&v), ["lost", "mutex"], "{v:?}");
+}
+
+#[test]
 fn lost_lease_window_ends_where_lost_fired() {
     // A quorum said "not yours" at 400 ms: the holder stopped there.
     let (h, t) = (History::new(), Clock::new());
