@@ -9,45 +9,53 @@
 //! for whoever reads one node of that minority must never close again for a
 //! later reader that misses it.
 //!
-//! The barrier crew has one member more than the barrier has parties, and
+//! Each barrier crew has one member more than the barrier has parties, and
 //! members pause a random while between waits, so arrivals come one by one
 //! and some generation always has a member left out of it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use super::rng::Rng;
-use super::{BARRIER_CREW, LATCH_CREW, Rig};
+use super::{BARRIER_CREW, BARRIER_CREWS, LATCH_CREW, Rig};
 use crate::{Barrier, Latch};
 
 /// Distinct count-downs that open each latch.
 pub(super) const LATCH_COUNT: u32 = 2;
 /// Parties of each barrier: one fewer than the crew.
 pub(super) const PARTIES: u32 = BARRIER_CREW as u32 - 1;
-/// Waits each crew member makes on one barrier before moving to the next.
-/// A barrier's generation numbers start again from 0 when a majority of
-/// nodes lost its state (restarts without persistence, state expiry), so
-/// each barrier lives only a short era, in which they name generations
-/// uniquely.
-const WAITS_PER_BARRIER: u64 = 4;
+/// How long members use one barrier before moving to the next. A barrier's
+/// generation numbers start again from 0 when a majority of nodes lost its
+/// state (restarts without persistence, state expiry), so each barrier
+/// lives only a short era, shorter than its state's TTL, in which they name
+/// generations uniquely. Short eras also start often from a clean state:
+/// once split views made the nodes' generations diverge, arrivals can no
+/// longer agree on one, and the interesting first generations are over.
+///
+/// Eras go by time, not by a count of waits: with one member more than the
+/// parties, a member that had made its count would leave the others
+/// waiting for a third arrival that never comes.
+const ERA: Duration = Duration::from_millis(1000);
 
 pub(super) fn latch_name(epoch: u64) -> String {
     format!("torture:latch:{epoch}")
 }
 
-pub(super) fn barrier_name(era: u64) -> String {
-    format!("torture:barrier:{era}")
+pub(super) fn barrier_name(crew: usize, era: u64) -> String {
+    format!("torture:barrier:{crew}:{era}")
 }
 
 /// Starts the latch crew and every barrier member; they stop at the end of
 /// the run.
 pub(super) fn spawn(rig: &Arc<Rig>) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![tokio::spawn(latch_epochs(rig.clone()))];
-    for member in 0..BARRIER_CREW {
-        tasks.push(tokio::spawn(barrier_member(rig.clone(), member)));
+    for crew in 0..BARRIER_CREWS {
+        for member in 0..BARRIER_CREW {
+            tasks.push(tokio::spawn(barrier_member(rig.clone(), crew, member)));
+        }
     }
     tasks
 }
@@ -160,20 +168,20 @@ async fn latch_reader(rig: Arc<Rig>, member: usize, name: String, stop: Instant,
     }
 }
 
-/// Waits at the barrier in a loop, moving to the next barrier after a fixed
-/// number of waits (members stay in step by count, whatever each wait's
-/// outcome), pausing a random while between waits.
-async fn barrier_member(rig: Arc<Rig>, member: usize) {
-    let mut rng = seeded(&rig, 300 + member as u64);
-    let q = &rig.quorums[rig.layout.barrier(member)];
+/// Waits at its crew's barrier of the current era in a loop, pausing a
+/// random while between waits.
+async fn barrier_member(rig: Arc<Rig>, crew: usize, member: usize) {
+    let mut rng = seeded(&rig, 300 + (crew * BARRIER_CREW + member) as u64);
+    let q = &rig.quorums[rig.layout.barrier(crew, member)];
     let me = format!("party-{member}");
-    for wait in 0u64.. {
-        if Instant::now() >= rig.until {
+    loop {
+        let now = Instant::now();
+        if now >= rig.until {
             return;
         }
-        let era = wait / WAITS_PER_BARRIER;
+        let era = (now - rig.start).as_millis() as u64 / ERA.as_millis() as u64;
         rig.tallies.barriers.fetch_max(era + 1, Ordering::SeqCst);
-        let name = barrier_name(era);
+        let name = barrier_name(crew, era);
         let barrier = Barrier::new(q, name.clone(), PARTIES).with_ttl(rig.state_ttl());
         rig.history.arrived(&name, &me, Instant::now());
         match barrier.wait_timeout(rig.torture.ttl).await {
@@ -189,7 +197,10 @@ async fn barrier_member(rig: Arc<Rig>, member: usize) {
             }
             Err(e) => {
                 // Too few nodes to learn the outcome: it may have been a release.
-                rig.history.barrier_unknown(&name, &me, Instant::now());
+                let at = Instant::now();
+                rig.history.barrier_unknown(&name, &me, at);
+                rig.history
+                    .failed(&name, &format!("wait by {me}"), e.to_string(), at);
                 rig.tallies.error("barrier", &e);
             }
         }

@@ -227,10 +227,12 @@ pub(super) struct Layout {
 
 /// Members of the latch crew: all read, the first two count down.
 pub(super) const LATCH_CREW: usize = 3;
-/// Members of the barrier crew, one more than the barrier's parties.
+/// Members of each barrier crew, one more than the barrier's parties.
 pub(super) const BARRIER_CREW: usize = 3;
+/// Barrier crews, each on barriers of its own.
+pub(super) const BARRIER_CREWS: usize = 2;
 /// Newcomers alive at once, each in its own slot of proxies.
-pub(super) const NEWCOMER_SLOTS: usize = 2;
+pub(super) const NEWCOMER_SLOTS: usize = 3;
 
 impl Layout {
     pub(super) fn of(torture: &Torture) -> Layout {
@@ -247,13 +249,13 @@ impl Layout {
         self.workers + member
     }
 
-    pub(super) fn barrier(self, member: usize) -> usize {
-        self.workers + LATCH_CREW + member
+    pub(super) fn barrier(self, crew: usize, member: usize) -> usize {
+        self.workers + LATCH_CREW + crew * BARRIER_CREW + member
     }
 
     /// The latch writer cut off from a majority.
     pub(super) fn stray(self) -> usize {
-        self.workers + LATCH_CREW + BARRIER_CREW
+        self.workers + LATCH_CREW + BARRIER_CREWS * BARRIER_CREW
     }
 
     pub(super) fn newcomer(self, slot: usize) -> usize {
@@ -392,9 +394,11 @@ fn report(rig: &Rig, schedule: Schedule) -> Report {
         spec = spec.expiring_latch(&name, crews::LATCH_COUNT, rig.state_ttl());
     }
     for era in 0..rig.tallies.barriers.load(Ordering::SeqCst) {
-        let name = crews::barrier_name(era);
-        spec = spec.barrier_safety(&name, crews::PARTIES);
-        all_or_none = all_or_none.barrier(&name, crews::PARTIES);
+        for crew in 0..BARRIER_CREWS {
+            let name = crews::barrier_name(crew, era);
+            spec = spec.barrier_safety(&name, crews::PARTIES);
+            all_or_none = all_or_none.barrier(&name, crews::PARTIES);
+        }
     }
     let mut violations = rig.history.check(&spec);
     let anomalies = rig.history.check(&all_or_none);

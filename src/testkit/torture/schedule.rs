@@ -287,8 +287,10 @@ fn indices(word: &str) -> Result<Vec<usize>, String> {
     word.split(',').map(index).collect()
 }
 
-/// How long a phase of each kind lasts, at most.
-const PHASE_MS: (u64, u64) = (4000, 7000);
+/// How long a phase of each kind lasts: views, storm (whose opening
+/// restarts keep two nodes busy for a while).
+const VIEWS_MS: (u64, u64) = (3000, 6000);
+const STORM_MS: (u64, u64) = (5000, 9000);
 /// A newcomer's proxies keep its view a little past its last operation.
 const NEWCOMER_MARGIN: Duration = Duration::from_millis(300);
 
@@ -380,7 +382,8 @@ impl Planner {
         let mut from = Duration::ZERO;
         let mut views = true;
         while from < self.duration {
-            let to = (from + self.rng.millis(PHASE_MS.0, PHASE_MS.1)).min(self.duration);
+            let (lo, hi) = if views { VIEWS_MS } else { STORM_MS };
+            let to = (from + self.rng.millis(lo, hi)).min(self.duration);
             if views {
                 self.views(from, to);
             } else {
@@ -403,20 +406,38 @@ impl Planner {
         self.steps.push(Step { at, action });
     }
 
-    /// Most clients get their own view of the nodes for seconds; newcomers
-    /// come and go.
+    /// Most clients get their own view of the nodes for most of the phase,
+    /// most often cut off from a whole minority; newcomers come and go.
+    ///
+    /// Each barrier crew is often split on purpose: two members cut off
+    /// from different minorities, the third seeing every node. The first two
+    /// then complete their generation on too few nodes for either to learn
+    /// it, and the third arrival lands on every node that still waits.
     fn views(&mut self, from: Duration, to: Duration) {
         if self.minority == 0 {
             return;
         }
-        for client in 0..self.layout.faultable() {
-            if !self.rng.chance(70) {
-                continue;
+        let mut split = Vec::new();
+        for crew in 0..super::BARRIER_CREWS {
+            if self.rng.chance(60) {
+                split.extend(self.barrier_split(crew));
             }
-            let start = from + self.rng.millis(0, 800);
-            let end = (start + self.rng.millis(2000, 5000)).min(to);
-            let size = 1 + self.rng.below(self.minority as u64) as usize;
-            let mut nodes = self.pick(size, None);
+        }
+        for client in 0..self.layout.faultable() {
+            let start = from + self.rng.millis(0, 600);
+            let end = to.saturating_sub(self.rng.millis(0, 500));
+            let size = if self.rng.chance(70) {
+                self.minority
+            } else {
+                1 + self.rng.below(self.minority as u64) as usize
+            };
+            let mut nodes = self.pick(size, &[]);
+            let chosen = split.iter().find(|(c, _)| *c == client);
+            match chosen {
+                Some((_, view)) => nodes.clone_from(view),
+                None if !self.rng.chance(85) => continue,
+                None => {}
+            }
             while end > start && !nodes.is_empty() {
                 let span = Span {
                     from: start,
@@ -433,16 +454,56 @@ impl Planner {
         }
         let mut t = from + self.rng.millis(300, 1500);
         while t < to {
-            self.newcomer(t, None);
+            self.newcomer(t, false);
             t += self.rng.millis(1000, 3000);
         }
     }
 
-    /// One fault at a time on a free node, opening with a restart.
+    /// The split views of a barrier crew: one member sees every node, two
+    /// are cut off from different minorities.
+    fn barrier_split(&mut self, crew: usize) -> Vec<(usize, Vec<usize>)> {
+        let crew: Vec<usize> = (0..super::BARRIER_CREW)
+            .map(|m| self.layout.barrier(crew, m))
+            .collect();
+        let sees_all = crew[self.rng.below(crew.len() as u64) as usize];
+        let first = self.pick(self.minority, &[]);
+        let mut second = self.pick(self.minority, &[]);
+        while second.iter().all(|n| first.contains(n)) && self.nodes > self.minority {
+            second = self.pick(self.minority, &[]);
+        }
+        let mut views = vec![first, second].into_iter();
+        crew.into_iter()
+            .map(|c| {
+                (
+                    c,
+                    if c == sees_all {
+                        Vec::new()
+                    } else {
+                        views.next().unwrap_or_default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// One fault at a time on a free node, opening with one or two nodes
+    /// restarted empty and a newcomer right after: the leases of the views
+    /// phase live on exactly a majority, and a newcomer trusts whatever it
+    /// meets first.
     fn storm(&mut self, from: Duration, to: Duration) {
         let mut t = from + self.rng.millis(50, 300);
         let first = self.rng.below(self.nodes as u64) as usize;
-        self.restart_empty(t, first);
+        if self.restart_empty(t, first) {
+            self.after_restart(t);
+        }
+        if self.rng.chance(50) {
+            let others: Vec<usize> = (0..self.nodes).filter(|&n| n != first).collect();
+            let second = others[self.rng.below(others.len() as u64) as usize];
+            t += self.rng.millis(100, 400);
+            if self.restart_empty(t, second) {
+                self.after_restart(t);
+            }
+        }
         loop {
             t += self.rng.millis(150, 600);
             if t >= to {
@@ -485,7 +546,11 @@ impl Planner {
                     );
                     self.paired(t, length, Effect::Clients(node, clients), inject, heal);
                 }
-                5 => self.restart_empty(t, node),
+                5 => {
+                    if self.restart_empty(t, node) {
+                        self.after_restart(t);
+                    }
+                }
                 _ => self.step(t, Action::FlushScripts(node)),
             }
         }
@@ -529,40 +594,47 @@ impl Planner {
         if self.try_add(t, back + self.restarted_for, spans) {
             self.step(t, Action::Kill(node));
             self.step(back, Action::Restart(node));
-            self.after_restart(back, node);
+            self.after_restart(back);
         }
     }
 
-    fn restart_empty(&mut self, t: Duration, node: usize) {
+    /// Restarts `node` empty at `t` if the rule allows; true if planned.
+    fn restart_empty(&mut self, t: Duration, node: usize) -> bool {
         let until = t + self.restarted_for;
         if self.busy(node, t, until) {
-            return;
+            return false;
         }
         let span = Span {
             from: t,
             to: until,
             effect: Effect::Restarted(node),
         };
-        if self.try_add(t, until, vec![span]) {
+        let planned = self.try_add(t, until, vec![span]);
+        if planned {
             self.step(t, Action::RestartEmpty(node));
-            self.after_restart(t, node);
         }
+        planned
     }
 
-    /// Most restarts are followed by a newcomer that can reach the node.
-    fn after_restart(&mut self, t: Duration, node: usize) {
-        if self.rng.chance(70) {
-            let at = t + self.rng.millis(30, 300);
-            self.newcomer(at, Some(node));
-        }
+    /// A restart is followed at once by a newcomer (when a slot is free):
+    /// until the holders renew, their leases may live on fewer nodes than a
+    /// majority, and a newcomer trusts the restarted node.
+    fn after_restart(&mut self, t: Duration) {
+        let at = t + self.rng.millis(10, 80);
+        self.newcomer(at, true);
     }
 
-    /// A newcomer in a free slot at `at`, with a view of up to a minority
-    /// (never hiding `reach`), shrunk until the rule holds.
-    fn newcomer(&mut self, at: Duration, reach: Option<usize>) {
+    /// A newcomer in a free slot at `at`. One that follows a restart
+    /// reaches every node (a view could only cost it votes); others are cut
+    /// off from up to a minority half the time, fewer if the rule says so.
+    fn newcomer(&mut self, at: Duration, after_restart: bool) {
         let life = self.rng.millis(800, 2000);
-        let size = self.rng.below(self.minority as u64 + 1) as usize;
-        let mut nodes = self.pick(size, reach);
+        let size = if after_restart || self.rng.chance(50) {
+            0
+        } else {
+            1 + self.rng.below(self.minority.max(1) as u64) as usize
+        };
+        let mut nodes = self.pick(size, &[]);
         let to = at + life + NEWCOMER_MARGIN;
         let free = (0..NEWCOMER_SLOTS).find(|&slot| {
             !self
@@ -612,9 +684,9 @@ impl Planner {
         }
     }
 
-    /// `size` distinct random nodes, never `spare`.
-    fn pick(&mut self, size: usize, spare: Option<usize>) -> Vec<usize> {
-        let mut nodes: Vec<usize> = (0..self.nodes).filter(|&n| Some(n) != spare).collect();
+    /// `size` distinct random nodes, none of `spare`.
+    fn pick(&mut self, size: usize, spare: &[usize]) -> Vec<usize> {
+        let mut nodes: Vec<usize> = (0..self.nodes).filter(|n| !spare.contains(n)).collect();
         for i in (1..nodes.len()).rev() {
             let j = self.rng.below(i as u64 + 1) as usize;
             nodes.swap(i, j);

@@ -79,8 +79,8 @@ impl Shape {
         let ttl = pick(rng, &[base / 2, base, base * 2]);
         let auto_extend = !rng.chance(30);
         let hold = match rng.below(100) {
-            0..55 => rng.millis(0, 5),
-            55..85 => rng.millis(20, 400),
+            0..50 => rng.millis(0, 5),
+            50..80 => rng.millis(20, 400),
             _ if !long => rng.millis(20, 300),
             _ => base.mul_f64(0.5 + rng.below(200) as f64 / 100.0),
         };
