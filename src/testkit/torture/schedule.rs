@@ -419,7 +419,7 @@ impl Planner {
         }
         let mut split = Vec::new();
         for crew in 0..super::BARRIER_CREWS {
-            if self.rng.chance(60) {
+            if self.rng.chance(85) {
                 split.extend(self.barrier_split(crew));
             }
         }
