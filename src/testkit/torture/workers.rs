@@ -44,13 +44,40 @@ async fn worker(rig: Arc<Rig>, w: usize) {
     let me = format!("worker-{w}");
     while Instant::now() < rig.until {
         let shape = Shape::draw(&mut rng, rig.torture.ttl, true);
-        let wait = Some(rig.torture.ttl * 2);
+        let wait = Wait::For(rig.torture.ttl * 2);
         section(&rig, &q, &me, &shape, &mut rng, wait).await;
     }
 }
 
-/// How long an acquire waits: `None` for one attempt.
-type Wait = Option<Duration>;
+/// How an acquire waits.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The library's own wait, at most this long.
+    For(Duration),
+    /// A few attempts in quick succession: a newcomer's first contact,
+    /// which has a short window before the holders notice a restart.
+    Eager,
+}
+
+/// Attempts of [`Wait::Eager`], and the pause between them.
+const EAGER_TRIES: usize = 8;
+const EAGER_PAUSE_MS: (u64, u64) = (5, 15);
+
+/// Tries until granted, at most [`EAGER_TRIES`] times; the last answer.
+async fn eagerly<G, Fut>(rng: &mut Rng, attempt: impl Fn() -> Fut) -> crate::Result<Option<G>>
+where
+    Fut: Future<Output = crate::Result<Option<G>>>,
+{
+    let mut last = attempt().await;
+    for _ in 1..EAGER_TRIES {
+        if matches!(last, Ok(Some(_))) {
+            break;
+        }
+        tokio::time::sleep(rng.millis(EAGER_PAUSE_MS.0, EAGER_PAUSE_MS.1)).await;
+        last = attempt().await;
+    }
+    last
+}
 
 /// One section on a random primitive.
 async fn section(rig: &Rig, q: &Quorum, me: &str, shape: &Shape, rng: &mut Rng, wait: Wait) {
@@ -74,17 +101,19 @@ struct Shape {
 
 impl Shape {
     /// Mostly short holds, some of a few hundred milliseconds and, with
-    /// `long`, some past the TTL.
+    /// `long`, some past the TTL and a few of several TTLs (those carry the
+    /// keys they got under one view of the nodes into the next phase).
     fn draw(rng: &mut Rng, base: Duration, long: bool) -> Shape {
         let ttl = pick(rng, &[base / 2, base, base * 2]);
         let auto_extend = !rng.chance(30);
         let hold = match rng.below(100) {
             0..50 => rng.millis(0, 5),
-            50..80 => rng.millis(20, 400),
+            50..78 => rng.millis(20, 400),
             _ if !long => rng.millis(20, 300),
-            _ => base.mul_f64(0.5 + rng.below(200) as f64 / 100.0),
+            78..95 => base.mul_f64(0.5 + rng.below(200) as f64 / 100.0),
+            _ => base.mul_f64(3.0 + rng.below(300) as f64 / 100.0),
         };
-        let last_moment = !auto_extend && rng.chance(50);
+        let last_moment = !auto_extend && rng.chance(80);
         Shape {
             ttl,
             auto_extend,
@@ -166,7 +195,7 @@ fn granted<G>(
     let error = match got {
         Ok(Some(guard)) => return Some(guard),
         Ok(None) => {
-            rig.tallies.op("busy at first try");
+            rig.tallies.op("newcomer found it busy");
             "busy".to_owned()
         }
         Err(e) => {
@@ -328,8 +357,8 @@ async fn mutex_section(rig: &Rig, q: &Quorum, me: &str, shape: &Shape, rng: &mut
         .auto_extend(shape.auto_extend);
     let invoked = Instant::now();
     let got = match wait {
-        Some(wait) => mutex.lock_timeout(wait).await.map(Some),
-        None => mutex.try_lock().await,
+        Wait::For(wait) => mutex.lock_timeout(wait).await.map(Some),
+        Wait::Eager => eagerly(rng, || mutex.try_lock()).await,
     };
     let Some(guard) = granted(rig, LeaseKind::Mutex, me, invoked, got) else {
         return;
@@ -363,8 +392,8 @@ async fn semaphore_section(
         .auto_extend(shape.auto_extend);
     let invoked = Instant::now();
     let got = match wait {
-        Some(wait) => semaphore.acquire_many_timeout(k, wait).await.map(Some),
-        None => semaphore.try_acquire_many(k).await,
+        Wait::For(wait) => semaphore.acquire_many_timeout(k, wait).await.map(Some),
+        Wait::Eager => eagerly(rng, || semaphore.try_acquire_many(k)).await,
     };
     let Some(permit) = granted(rig, LeaseKind::Semaphore, me, invoked, got) else {
         return;
@@ -388,7 +417,7 @@ async fn reentrant_section(
     rng: &mut Rng,
     wait: Wait,
 ) {
-    let Some(outer) = reenter(rig, q, me, shape, wait).await else {
+    let Some(outer) = reenter(rig, q, me, shape, rng, wait).await else {
         return;
     };
     let mut outer = outer;
@@ -407,7 +436,8 @@ async fn reentrant_section(
             hold: shape.hold / 3,
             last_moment: false,
         };
-        if let Some(held) = reenter(rig, q, me, &inner_shape, Some(rig.torture.ttl)).await {
+        let wait = Wait::For(rig.torture.ttl);
+        if let Some(held) = reenter(rig, q, me, &inner_shape, rng, wait).await {
             outer.sample(rig).await;
             inner.push((held, inner_shape));
         }
@@ -431,6 +461,7 @@ async fn reenter(
     q: &Quorum,
     me: &str,
     shape: &Shape,
+    rng: &mut Rng,
     wait: Wait,
 ) -> Option<Held<ReentrantGuard>> {
     let lock = ReentrantLock::new(q, REENTRANT, me)
@@ -438,8 +469,8 @@ async fn reenter(
         .auto_extend(shape.auto_extend);
     let invoked = Instant::now();
     let got = match wait {
-        Some(wait) => lock.lock_timeout(wait).await.map(Some),
-        None => lock.try_lock().await,
+        Wait::For(wait) => lock.lock_timeout(wait).await.map(Some),
+        Wait::Eager => eagerly(rng, || lock.try_lock()).await,
     };
     let guard = granted(rig, LeaseKind::Reentrant, me, invoked, got)?;
     Some(Held::record(
@@ -477,18 +508,18 @@ pub(super) async fn newcomer(rig: Arc<Rig>, slot: usize, ordinal: u64, life: Dur
     let mut rng = Rng::new(seed ^ 0x6e65_7763_6f6d_6572);
     let me = format!("newcomer-{ordinal}");
     let base = rig.torture.ttl;
-    // First contact: one attempt on all three at once, before anything else.
+    // First contact: a few quick attempts on all three at once.
     let first = [0, 1, 2].map(|_| Shape::draw(&mut rng, base, false));
     let mut rngs = [1, 2, 3].map(|i| Rng::new(seed.wrapping_add(i)));
     let [r0, r1, r2] = &mut rngs;
     tokio::join!(
-        mutex_section(&rig, &q, &me, &first[0], r0, None),
-        semaphore_section(&rig, &q, &me, &first[1], r1, None),
-        reentrant_section(&rig, &q, &me, &first[2], r2, None),
+        mutex_section(&rig, &q, &me, &first[0], r0, Wait::Eager),
+        semaphore_section(&rig, &q, &me, &first[1], r1, Wait::Eager),
+        reentrant_section(&rig, &q, &me, &first[2], r2, Wait::Eager),
     );
     while Instant::now() < until {
         let shape = Shape::draw(&mut rng, base, false);
-        section(&rig, &q, &me, &shape, &mut rng, Some(base / 2)).await;
+        section(&rig, &q, &me, &shape, &mut rng, Wait::For(base / 2)).await;
         tokio::time::sleep(rng.millis(20, 150)).await;
     }
 }
