@@ -31,8 +31,8 @@ use tokio::sync::{OnceCell, watch};
 
 use crate::config::Timing;
 use crate::engine::{
-    self, Attempt, Call, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, Renewable, Renewals,
-    random_unit,
+    self, Attempt, Call, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, Renewable,
+    random_unit, renew_itself,
 };
 use crate::error::{Error, Result};
 use crate::key::Keys;
@@ -445,7 +445,7 @@ impl Lease {
         });
         if auto_extend {
             let weak = Arc::downgrade(&shared);
-            Renewals::register(quorum.nodes(), weak);
+            renew_itself(quorum.nodes(), weak);
         }
         Lease { shared, live: true }
     }

@@ -115,7 +115,8 @@ async fn record(history: &History, holder: &str, guard: &MutexGuard) -> LeaseId 
         LeaseKind::Mutex,
         guard.name(),
         holder,
-        guard.fencing_token().await.unwrap(),
+        // None when it cannot be committed now (the lease is being lost).
+        guard.fencing_token().await.ok(),
         1,
         guard.acquired_at(),
         guard.deadline(),
@@ -1022,12 +1023,13 @@ async fn m9_acquire_that_cannot_fit_its_validity_fails_and_undoes() {
     let all = [0, 1, 2, 3, 4];
     let ttl = Duration::from_secs(1);
 
-    // (a) The quorum arrives, but too late. The per-node timeout (at most a
-    // tenth of the TTL) caps a round, so only a drift allowance close to the
-    // TTL leaves a validity shorter than two rounds: 1000 - (890 + 2) =
-    // 108 ms, while 30 ms each way makes each of the two rounds (votes, then
-    // the fencing commit) take at least 60 ms, well within the 100 ms
-    // per-node timeout.
+    // (a) The quorum arrives, but too late. A round is capped by the
+    // per-node timeout, which the settings keep below the validity, so it
+    // takes an acquisition of two rounds: the reentrant lock commits its
+    // fencing token at once. Only a drift allowance close to the TTL leaves
+    // a validity shorter than two rounds: 1000 - (890 + 2) = 108 ms, while
+    // 30 ms each way makes each round take at least 60 ms, well within the
+    // 100 ms per-node timeout.
     let late_view = View::start(&servers).await;
     let late = late_view
         .builder()
@@ -1042,7 +1044,11 @@ async fn m9_acquire_that_cannot_fit_its_validity_fails_and_undoes() {
     warm.unwrap().release().await.unwrap();
     late_view.set_latency(&all, Duration::from_millis(30));
     let started = Instant::now();
-    let tally = quorum_tally(Mutex::new(&late, "m9-late").try_lock().await);
+    let late_lock = quorate::ReentrantLock::new(&late, "m9-late", "job").with_ttl(ttl);
+    let tally = match late_lock.try_lock().await {
+        Err(Error::Quorum(tally)) => tally,
+        other => panic!("expected Error::Quorum, got {other:?}"),
+    };
     assert!(tally.expired(), "{tally}");
     assert!(tally.granted() >= tally.needed(), "{tally}");
     // The undo ran before the call returned; the keys' own TTL is far off.

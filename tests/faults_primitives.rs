@@ -685,7 +685,7 @@ async fn record_hold(
         LeaseKind::Reentrant,
         guard.name(),
         owner,
-        guard.fencing_token().await.unwrap(),
+        guard.fencing_token().await.ok(),
         1,
         guard.acquired_at(),
         guard.deadline(),

@@ -1,7 +1,9 @@
 //! A short seeded torture run, part of every `cargo test`: workers on all
-//! five primitives through fault proxies, a nemesis killing, pausing,
-//! restarting and partitioning nodes, and the history checked at the end.
-//! The README shows how to run a long one.
+//! five primitives through fault proxies, a planned nemesis killing,
+//! pausing, restarting and partitioning nodes and giving clients their own
+//! partial views, newcomers connecting mid-run, guards' claims compared
+//! with the servers' keys, and the history checked at the end. The README
+//! shows how to run a long one.
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 //!   arrival order, and how a blocked caller waits.
 //!
 //! Modules depend downwards only: admission, scripts ← node ← notify,
-//! queue ← nodes ← round ← read, wait ← lease_ops ← renew.
+//! queue, renewable ← nodes ← round ← read, wait ← lease_ops ← renew.
 
 mod admission;
 mod lease_ops;
@@ -23,6 +23,7 @@ mod notify;
 mod queue;
 mod read;
 mod renew;
+mod renewable;
 mod round;
 pub(crate) mod scripts;
 mod wait;
@@ -33,7 +34,8 @@ pub(crate) use lease_ops::{
 pub(crate) use node::{Call, Payload, Reply, invocation};
 pub(crate) use nodes::Nodes;
 pub(crate) use read::{agree, gather, read, read_all, spread, write};
-pub(crate) use renew::{Renewable, Renewals};
+pub(crate) use renew::register as renew_itself;
+pub(crate) use renewable::Renewable;
 pub(crate) use round::{Round, Stragglers};
 pub(crate) use scripts::Invocation;
 pub(crate) use wait::{Attempt, backoff, random_unit, wait_for};

@@ -14,7 +14,7 @@ use super::admission::{Deployment, Suspicion, quarantine_until};
 use super::node::{Hello, Node};
 use super::notify::Notifier;
 use super::queue::Queues;
-use super::renew::Renewals;
+use super::renewable::Renewals;
 use crate::config::Config;
 use crate::error::{Error, Result};
 

@@ -9,64 +9,28 @@
 //! early), and hands each lease its outcome: the new deadline, a definite
 //! loss, or a failure to retry soon.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use tokio::sync::Notify;
 
 use super::lease_ops::extend_outcome;
 use super::node::Call;
 use super::nodes::Nodes;
+use super::renewable::Renewable;
 use super::round::Round;
 use crate::config::Timing;
-use crate::error::Result;
 
 /// The longest a renewal is brought forward to share a batch.
 const TICK: Duration = Duration::from_millis(100);
 
-/// A lease as the renewal task sees it.
-pub(crate) trait Renewable: Send + Sync {
-    /// When it is next due, and the period it renews at; `None` once it no
-    /// longer wants renewals (released, lost).
-    fn due(&self) -> Option<(Instant, Duration)>;
-
-    /// What a renewal now sends: its spec, owner token, holding and timing.
-    fn renewal(&self) -> (Call, Timing);
-
-    /// The outcome of a renewal that started at `t1`: the new deadline, or
-    /// why not.
-    fn renewed(&self, t1: Instant, outcome: Result<Instant>);
-}
-
-/// The leases of one quorum that renew themselves.
-#[derive(Default)]
-pub(crate) struct Renewals {
-    leases: Mutex<Vec<Weak<dyn Renewable>>>,
-    /// Wakes the task for a lease due sooner than it sleeps.
-    registered: Arc<Notify>,
-    started: OnceLock<()>,
-}
-
-impl std::fmt::Debug for Renewals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Renewals")
-            .field("leases", &self.leases.lock().unwrap().len())
-            .finish()
-    }
-}
-
-impl Renewals {
-    /// Takes a lease into the renewals of `nodes`, starting their task on
-    /// first use.
-    pub(crate) fn register(nodes: &Arc<Nodes>, lease: Weak<dyn Renewable>) {
-        let renewals = nodes.renewals();
-        renewals.leases.lock().unwrap().push(lease);
-        renewals.started.get_or_init(|| {
-            tokio::spawn(run(Arc::downgrade(nodes)));
-        });
-        renewals.registered.notify_one();
-    }
+/// Takes a lease into the renewals of `nodes`, starting their task on first
+/// use.
+pub(crate) fn register(nodes: &Arc<Nodes>, lease: Weak<dyn Renewable>) {
+    let weak = Arc::downgrade(nodes);
+    nodes.renewals().add(lease, || {
+        tokio::spawn(run(weak));
+    });
 }
 
 /// The renewal task: until its quorum is dropped.
@@ -75,11 +39,11 @@ async fn run(nodes: Weak<Nodes>) {
         let Some(shared) = nodes.upgrade() else {
             return;
         };
-        let wake = shared.renewals().registered.clone();
+        let wake = shared.renewals().added();
         let registered = wake.notified();
         tokio::pin!(registered);
         registered.as_mut().enable();
-        let (due, next) = due_now(shared.renewals());
+        let (due, next) = shared.renewals().due(|period| TICK.min(period / 4));
         if !due.is_empty() {
             renew(&shared, due).await;
             continue;
@@ -96,28 +60,6 @@ async fn run(nodes: Weak<Nodes>) {
             None => registered.await,
         }
     }
-}
-
-/// The leases due now (within their slack), and when the next one is due.
-fn due_now(renewals: &Renewals) -> (Vec<Arc<dyn Renewable>>, Option<Instant>) {
-    let now = Instant::now();
-    let mut due = Vec::new();
-    let mut next: Option<Instant> = None;
-    renewals.leases.lock().unwrap().retain(|weak| {
-        let Some(lease) = weak.upgrade() else {
-            return false;
-        };
-        let Some((at, period)) = lease.due() else {
-            return false;
-        };
-        if at <= now + TICK.min(period / 4) {
-            due.push(lease);
-        } else {
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        true
-    });
-    (due, next)
 }
 
 /// One batch: every node gets one pipelined request with every lease's

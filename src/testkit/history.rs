@@ -19,17 +19,25 @@
 //!   one leader, none before the last of them arrived; a broken wait is
 //!   never also released. Waits that ended without a known outcome may
 //!   account for missing releases or a missing leader, never for extra ones.
+//! - **claim**: what a guard said matches what the servers held. A lease's
+//!   window is only as good as the keys behind it: a guard that says it is
+//!   valid until `D` while fewer than a majority of nodes keep its key that
+//!   long lets a second holder in, even if the run never shows the overlap.
+//!   [`sampled`](History::sampled) records the guard's deadline next to
+//!   each node's expiry of the key, read straight from the servers.
+//! - **lost**: once [`lost()`](crate::MutexGuard::lost) fired, the lease is
+//!   never reported valid again.
 //!
 //! # Times come from the library
 //!
 //! All times are [`Instant`]s of the one monotonic clock, and a lease's
 //! window is what the library said, not when a worker got round to logging:
 //! record `granted` right after the acquire returned and the guard's own
-//! [`deadline()`](crate::MutexGuard::deadline). A worker paused before it
+//! [`deadline()`](crate::Lease::deadline). A worker paused before it
 //! logs then cannot fake an overlap (its deadline does not move) nor hide
 //! one (the deadline says how long the library let it act). The window of a
 //! lease is `[granted, min(latest deadline, release))`, half-open like
-//! [`is_valid`](crate::MutexGuard::is_valid).
+//! [`is_valid`](crate::Lease::is_valid).
 //!
 //! Two habits keep the record honest:
 //!
@@ -50,6 +58,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 mod barrier;
+mod claims;
 mod latch;
 mod leases;
 #[cfg(test)]
@@ -93,6 +102,42 @@ pub enum LeaseKind {
     Reentrant,
 }
 
+/// What one node held for a lease, read straight from the server (not
+/// through a client's proxies), for [`History::sampled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeHold {
+    /// The node holds the lease for its owner until this instant: the key's
+    /// expiry (`PEXPIRETIME`, or the earliest slot score of a semaphore)
+    /// turned into an [`Instant`]. `None`: the key has no expiry.
+    Until(Option<Instant>),
+    /// The node does not hold it: the key is missing or names another owner.
+    Missing,
+    /// The node did not answer (killed, paused): it may still hold it, and
+    /// it counts as holding it, since it grants nothing to anyone meanwhile.
+    Unreachable,
+}
+
+/// A guard's claim next to what the servers held, for
+/// [`History::sampled`].
+///
+/// Take it in this order, or the sampling itself makes false alarms: read
+/// the guard's [`deadline()`](crate::Lease::deadline), check
+/// [`is_valid()`](crate::Lease::is_valid), and only then read the
+/// nodes. A renewal landing in between then only makes the servers look
+/// better than the claim, never worse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The guard's deadline, read first, while the guard was valid.
+    pub deadline: Instant,
+    /// When the deadline was read.
+    pub at: Instant,
+    /// When the last node answered (or timed out). A sample read after its
+    /// deadline is not checked: a missing key may then have expired in time.
+    pub read_by: Instant,
+    /// What each node held, by node index.
+    pub nodes: Vec<NodeHold>,
+}
+
 /// One recorded call. Private: checks read it, tests see [`Violation`]s.
 #[derive(Debug, Clone)]
 enum Event {
@@ -107,6 +152,18 @@ enum Event {
     },
     Released {
         id: LeaseId,
+        at: Instant,
+    },
+    Lost {
+        id: LeaseId,
+        at: Instant,
+    },
+    Sampled {
+        id: LeaseId,
+        sample: Sample,
+    },
+    NodeLost {
+        node: usize,
         at: Instant,
     },
     Failed {
@@ -156,7 +213,7 @@ struct LeaseRecord {
     kind: LeaseKind,
     resource: String,
     holder: String,
-    token: u64,
+    token: Option<u64>,
     permits: u32,
     granted: Instant,
     deadline: Instant,
@@ -182,8 +239,11 @@ impl Event {
         match self {
             Event::Lease(l) => l.granted.min(l.deadline),
             Event::Extended { deadline, .. } => *deadline,
+            Event::Sampled { sample, .. } => sample.at.min(sample.deadline),
             Event::Invoked { at, .. }
             | Event::Released { at, .. }
+            | Event::Lost { at, .. }
+            | Event::NodeLost { at, .. }
             | Event::Failed { at, .. }
             | Event::LatchObserved { at, .. }
             | Event::BarrierReleased { at, .. }
@@ -200,10 +260,12 @@ impl History {
         History::default()
     }
 
-    /// Records a lease at its grant: `token` is the guard's fencing token,
-    /// `permits` how many it holds (1 for a mutex or a reentrant hold),
+    /// Records a lease at its grant: `token` is the guard's fencing token
+    /// (`None` when the holder never asked for it: it was never issued, and
+    /// the fencing check leaves the lease out), `permits` how many it holds
+    /// (1 for a mutex or a reentrant hold),
     /// `granted` the instant the acquire returned and `deadline` the
-    /// guard's [`deadline()`](crate::MutexGuard::deadline). `holder` names
+    /// guard's [`deadline()`](crate::Lease::deadline). `holder` names
     /// the holder; for a reentrant lock it must be the owner id, since holds
     /// of one owner may overlap.
     #[expect(
@@ -215,11 +277,12 @@ impl History {
         kind: LeaseKind,
         resource: &str,
         holder: &str,
-        token: u64,
+        token: impl Into<Option<u64>>,
         permits: u32,
         granted: Instant,
         deadline: Instant,
     ) -> LeaseId {
+        let token = token.into();
         let mut log = self.lock();
         let id = LeaseId(log.leases);
         log.leases += 1;
@@ -244,7 +307,7 @@ impl History {
     }
 
     /// Records a successful extension: the lease is valid until `deadline`
-    /// (the guard's [`deadline()`](crate::MutexGuard::deadline) after it).
+    /// (the guard's [`deadline()`](crate::Lease::deadline) after it).
     /// The window ends at the latest deadline recorded, as the library
     /// keeps the later deadline when renewals overlap.
     pub fn extended(&self, id: LeaseId, deadline: Instant) {
@@ -255,6 +318,31 @@ impl History {
     /// earlier of `at` and the deadline.
     pub fn released(&self, id: LeaseId, at: Instant) {
         self.push(Event::Released { id, at });
+    }
+
+    /// Records that the guard's [`lost()`](crate::MutexGuard::lost) future
+    /// completed at `at` (take the instant when it completes). The window
+    /// ends there: the library told the holder to stop. Stop watching before
+    /// releasing, since `lost()` also completes at release.
+    pub fn lost(&self, id: LeaseId, at: Instant) {
+        self.push(Event::Lost { id, at });
+    }
+
+    /// Records what the servers held for lease `id` against what its guard
+    /// claimed (see [`Sample`] for the order to read them in). The `claim`
+    /// check fails when fewer than a majority of nodes hold the key until
+    /// the claimed deadline; nodes that lost their data since the acquire
+    /// was invoked ([`node_lost`](Self::node_lost)) count as holding it,
+    /// since the restart quarantine keeps them out of other clients' votes.
+    pub fn sampled(&self, id: LeaseId, sample: Sample) {
+        self.push(Event::Sampled { id, sample });
+    }
+
+    /// Records that node `node` (its index in the samples) lost its data at
+    /// `at`: killed, or restarted without persistence. Take the instant
+    /// before the kill.
+    pub fn node_lost(&self, node: usize, at: Instant) {
+        self.push(Event::NodeLost { node, at });
     }
 
     /// Records a failed operation. Informational: no check reads it, but it
@@ -402,7 +490,7 @@ enum Expect {
     Mutex,
     Semaphore { limit: u32 },
     Reentrant,
-    Latch { count: u32 },
+    Latch { count: u32, ttl: Option<Duration> },
     Barrier { parties: u32, all_or_none: bool },
 }
 
@@ -445,7 +533,18 @@ impl Spec {
     /// `resource` is a latch opening after `count` distinct count-downs.
     #[must_use]
     pub fn latch(self, resource: &str, count: u32) -> Spec {
-        self.with(resource, Expect::Latch { count })
+        self.with(resource, Expect::Latch { count, ttl: None })
+    }
+
+    /// `resource` is a latch as [`latch`](Self::latch) whose state lives
+    /// `ttl` after each count-down ([`Latch::with_ttl`](crate::Latch::with_ttl)).
+    /// Every node that got a count-down keeps its state at least until the
+    /// first count-down was invoked plus `ttl`; closed observations invoked
+    /// later are not checked, since the state may have expired by then.
+    #[must_use]
+    pub fn expiring_latch(self, resource: &str, count: u32, ttl: Duration) -> Spec {
+        let ttl = Some(ttl);
+        self.with(resource, Expect::Latch { count, ttl })
     }
 
     /// `resource` is a barrier of `parties` parties.
@@ -488,8 +587,9 @@ impl Spec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which check failed: `"mutex"`, `"reentrant"`, `"semaphore"`,
-    /// `"fencing"`, `"latch"`, `"barrier"`, or `"history"` for a record
-    /// that does not add up (an unknown lease, a lease of the wrong kind).
+    /// `"fencing"`, `"claim"`, `"lost"`, `"latch"`, `"barrier"`, or
+    /// `"history"` for a record that does not add up (an unknown lease, a
+    /// lease of the wrong kind).
     pub check: &'static str,
     /// The resource concerned; empty when unknown.
     pub resource: String,
@@ -541,6 +641,7 @@ fn ms(d: Duration) -> String {
 fn check_events(events: &[Event], spec: &Spec) -> Vec<Violation> {
     let time = Timeline::of(events);
     let (windows, mut out) = leases::windows(events);
+    let losses = claims::node_losses(events);
     // Grouped once: a run may name thousands of latches and barriers.
     let mut windows_of: BTreeMap<&str, Vec<&leases::Window<'_>>> = BTreeMap::new();
     for w in &windows {
@@ -560,11 +661,15 @@ fn check_events(events: &[Event], spec: &Spec) -> Vec<Violation> {
             .get(resource.as_str())
             .map_or(&[][..], Vec::as_slice);
         out.extend(leases::kinds(resource, expect.lease_kind(), mine));
+        if expect.lease_kind().is_some() {
+            out.extend(claims::claims(resource, mine, &losses, time));
+            out.extend(claims::revived(resource, mine, time));
+        }
         out.extend(match expect {
             Expect::Mutex => leases::mutex(resource, mine, time),
             Expect::Semaphore { limit } => leases::semaphore(resource, limit, mine, time),
             Expect::Reentrant => leases::reentrant(resource, mine, time),
-            Expect::Latch { count } => latch::check(resource, count, theirs, time),
+            Expect::Latch { count, ttl } => latch::check(resource, count, ttl, theirs, time),
             Expect::Barrier {
                 parties,
                 all_or_none,

@@ -12,7 +12,7 @@ mod server;
 pub mod torture;
 
 pub use clock::jump_clock;
-pub use history::{History, LeaseId, LeaseKind, Spec, Violation};
+pub use history::{History, LeaseId, LeaseKind, NodeHold, Sample, Spec, Violation};
 pub use proxy::FaultProxy;
 pub use scripts::script_source;
 pub use server::{RedisServer, ServerGroup};

@@ -2,7 +2,7 @@
 //! never closes once seen open.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Event, Timeline, Violation};
 
@@ -15,18 +15,33 @@ struct Latch<'a> {
     seen: Vec<(Instant, bool)>,
 }
 
-/// All latch checks for `resource`.
+/// All latch checks for `resource`; `ttl` is how long its state lives
+/// after each count-down, if it may expire within the history.
 pub(super) fn check(
     resource: &str,
     count: u32,
+    ttl: Option<Duration>,
     events: &[Event],
     time: Timeline,
 ) -> Vec<Violation> {
     let latch = collect(resource, events);
     let mut out = Vec::new();
     out.extend(opens_late_enough(resource, count, &latch, time));
-    out.extend(never_closes(resource, &latch, time));
+    out.extend(never_closes(
+        resource,
+        &latch,
+        kept_until(&latch, ttl),
+        time,
+    ));
     out
+}
+
+/// Until when every node that got a count-down surely keeps its state: its
+/// first count-down landed no earlier than the first one was invoked, and
+/// every count-down refreshes the TTL. `None`: for ever.
+fn kept_until(latch: &Latch<'_>, ttl: Option<Duration>) -> Option<Instant> {
+    let first = latch.downs.values().map(|&(at, _)| at).min()?;
+    Some(first + ttl?)
 }
 
 fn collect<'a>(resource: &str, events: &'a [Event]) -> Latch<'a> {
@@ -85,13 +100,20 @@ fn opens_late_enough(
     Some(Violation::new("latch", resource, detail))
 }
 
-/// Once seen open, never seen closed by a read invoked later.
-fn never_closes(resource: &str, latch: &Latch<'_>, time: Timeline) -> Option<Violation> {
+/// Once seen open, never seen closed by a read invoked later (and before
+/// `kept_until`, when the state may expire).
+fn never_closes(
+    resource: &str,
+    latch: &Latch<'_>,
+    kept_until: Option<Instant>,
+    time: Timeline,
+) -> Option<Violation> {
     let (opened, _) = *latch.seen.iter().find(|(_, open)| *open)?;
     let closed: Vec<Instant> = latch
         .seen
         .iter()
         .filter(|&&(at, open)| !open && at > opened)
+        .filter(|&&(at, _)| kept_until.is_none_or(|k| at < k))
         .map(|&(at, _)| at)
         .collect();
     let first = *closed.first()?;

@@ -3,16 +3,17 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Event, LeaseId, LeaseKind, LeaseRecord, Timeline, Violation, ms};
+use super::{Event, LeaseId, LeaseKind, LeaseRecord, Sample, Timeline, Violation, ms};
 
-/// A lease with its extensions and release folded in.
+/// A lease with its extensions, samples, loss and release folded in.
 #[derive(Debug, Clone)]
 pub(super) struct Window<'a> {
     pub(super) resource: &'a str,
-    id: LeaseId,
+    pub(super) id: LeaseId,
     kind: LeaseKind,
     holder: &'a str,
-    token: u64,
+    /// None when the holder never asked for its token (it was never issued).
+    token: Option<u64>,
     permits: u32,
     invoked: Option<Instant>,
     granted: Instant,
@@ -20,6 +21,10 @@ pub(super) struct Window<'a> {
     deadline: Instant,
     /// The earliest release recorded.
     released: Option<Instant>,
+    /// When `lost()` first fired.
+    pub(super) lost: Option<Instant>,
+    /// The guard's claims next to the servers' keys, in recording order.
+    pub(super) samples: Vec<&'a Sample>,
 }
 
 impl<'a> Window<'a> {
@@ -35,6 +40,8 @@ impl<'a> Window<'a> {
             granted: l.granted,
             deadline: l.deadline,
             released: None,
+            lost: None,
+            samples: Vec::new(),
         }
     }
 
@@ -42,9 +49,27 @@ impl<'a> Window<'a> {
         self.granted
     }
 
+    /// The token, in checks that only look at leases with one.
+    fn token(&self) -> u64 {
+        self.token.unwrap_or_default()
+    }
+
+    /// The deadline, cut short by a release or by `lost()` firing (unless
+    /// the guard claimed to be valid again afterwards: then the library
+    /// still let it act, and the `lost` check reports the revival).
     fn end(&self) -> Instant {
-        self.released
-            .map_or(self.deadline, |r| r.min(self.deadline))
+        let revived = |lost: &Instant| self.samples.iter().any(|s| s.at > *lost);
+        let lost = self.lost.filter(|l| !revived(l));
+        [self.released, lost]
+            .into_iter()
+            .flatten()
+            .fold(self.deadline, Instant::min)
+    }
+
+    /// The earliest instant the lease's keys may have been written: its
+    /// acquire's invoke when recorded, otherwise its grant.
+    pub(super) fn since(&self) -> Instant {
+        self.invoked.map_or(self.granted, |i| i.min(self.granted))
     }
 
     fn is_empty(&self) -> bool {
@@ -58,20 +83,21 @@ impl<'a> Window<'a> {
         self.granted.min(self.deadline)
     }
 
-    fn describe(&self, time: Timeline) -> String {
+    pub(super) fn describe(&self, time: Timeline) -> String {
         format!(
             "lease {} (holder {}, token {}, {}..{})",
             self.id,
             self.holder,
-            self.token,
+            self.token.map_or("none".to_owned(), |t| t.to_string()),
             time.at(self.start()),
             time.at(self.end())
         )
     }
 }
 
-/// Folds the events into one window per lease; an extension, release or
-/// invoke time for a lease never granted here is a `"history"` violation.
+/// Folds the events into one window per lease; an extension, release,
+/// loss, sample or invoke time for a lease never granted here is a
+/// `"history"` violation.
 pub(super) fn windows(events: &[Event]) -> (Vec<Window<'_>>, Vec<Violation>) {
     let mut windows: Vec<Window<'_>> = Vec::new();
     let mut out = Vec::new();
@@ -84,6 +110,8 @@ pub(super) fn windows(events: &[Event]) -> (Vec<Window<'_>>, Vec<Violation>) {
             Event::Invoked { id, .. } => (*id, "acquire invoke time"),
             Event::Extended { id, .. } => (*id, "extension"),
             Event::Released { id, .. } => (*id, "release"),
+            Event::Lost { id, .. } => (*id, "loss"),
+            Event::Sampled { id, .. } => (*id, "sample"),
             _ => continue,
         };
         // Ids are handed out in recording order, so a lease's id is its index.
@@ -99,11 +127,14 @@ pub(super) fn windows(events: &[Event]) -> (Vec<Window<'_>>, Vec<Violation>) {
     (windows, out)
 }
 
-fn fold(w: &mut Window<'_>, event: &Event) {
-    match *event {
-        Event::Invoked { at, .. } => w.invoked = Some(w.invoked.map_or(at, |i| i.min(at))),
-        Event::Extended { deadline, .. } => w.deadline = w.deadline.max(deadline),
-        Event::Released { at, .. } => w.released = Some(w.released.map_or(at, |r| r.min(at))),
+fn fold<'a>(w: &mut Window<'a>, event: &'a Event) {
+    let earliest = |was: Option<Instant>, at: Instant| Some(was.map_or(at, |w| w.min(at)));
+    match event {
+        Event::Invoked { at, .. } => w.invoked = earliest(w.invoked, *at),
+        Event::Extended { deadline, .. } => w.deadline = w.deadline.max(*deadline),
+        Event::Released { at, .. } => w.released = earliest(w.released, *at),
+        Event::Lost { at, .. } => w.lost = earliest(w.lost, *at),
+        Event::Sampled { sample, .. } => w.samples.push(sample),
         _ => {}
     }
 }
@@ -239,13 +270,14 @@ fn excess(
 /// of one permit): a lease is granted only once the one before it is gone
 /// from a majority, after that one's token was committed there.
 fn fencing_in_grant_order(resource: &str, ws: &[&Window<'_>], time: Timeline) -> Vec<Violation> {
+    let ws = &with_tokens(ws);
     let mut sorted = ws.to_vec();
     sorted.sort_by_key(|w| (w.order(), w.id));
     let mut top: Option<&Window<'_>> = None;
     let mut out = Vec::new();
     for w in sorted {
         match top {
-            Some(t) if w.token <= t.token => out.push(not_above(resource, w, t, time)),
+            Some(t) if w.token() <= t.token() => out.push(not_above(resource, w, t, time)),
             _ => top = Some(w),
         }
     }
@@ -266,12 +298,13 @@ fn fencing_semaphore(
     if limit <= 1 {
         return fencing_in_grant_order(resource, ws, time);
     }
+    let ws = &with_tokens(ws);
     let mut sorted = ws.to_vec();
     sorted.sort_by_key(|w| (w.order(), w.id));
     // The lease with the highest token among the first i, for each i.
     let mut best: Vec<&Window<'_>> = Vec::with_capacity(sorted.len());
     for w in &sorted {
-        let keep = best.last().filter(|b| b.token >= w.token).copied();
+        let keep = best.last().filter(|b| b.token() >= w.token()).copied();
         best.push(keep.unwrap_or(w));
     }
     let mut out = Vec::new();
@@ -279,7 +312,7 @@ fn fencing_semaphore(
         let Some(invoked) = w.invoked else { continue };
         let before = sorted.partition_point(|a| a.order() < invoked);
         if let Some(t) = before.checked_sub(1).map(|i| best[i])
-            && w.token <= t.token
+            && w.token() <= t.token()
         {
             out.push(not_above(resource, w, t, time));
         }
@@ -289,7 +322,7 @@ fn fencing_semaphore(
 
 /// `w` came after `t` but its token is not above `t`'s.
 fn not_above(resource: &str, w: &Window<'_>, t: &Window<'_>, time: Timeline) -> Violation {
-    let how = if w.token < t.token {
+    let how = if w.token() < t.token() {
         "whose token is higher"
     } else {
         "and repeats its token"
@@ -313,6 +346,7 @@ struct Holding<'a> {
 /// kept the hash (a hold expired a moment early, or a re-entry raced the
 /// release), so only "not below" is required there.
 fn fencing_reentrant(resource: &str, ws: &[&Window<'_>], time: Timeline) -> Vec<Violation> {
+    let ws = &with_tokens(ws);
     let mut out = Vec::new();
     let mut holdings = Vec::new();
     let mut by_owner: BTreeMap<&str, Vec<&Window<'_>>> = BTreeMap::new();
@@ -327,20 +361,20 @@ fn fencing_reentrant(resource: &str, ws: &[&Window<'_>], time: Timeline) -> Vec<
     // The highest token each owner's earlier holdings had.
     let mut tops: BTreeMap<&str, &Window<'_>> = BTreeMap::new();
     for h in &holdings {
-        let token = h.first.token;
+        let token = h.first.token();
         let other = tops
             .iter()
             .filter(|&(owner, _)| *owner != h.owner)
             .map(|(_, t)| *t)
-            .max_by_key(|t| t.token);
+            .max_by_key(|t| t.token());
         let own = tops.get(h.owner).copied();
         let worse = other
-            .filter(|t| t.token >= token)
-            .or(own.filter(|t| t.token > token));
+            .filter(|t| t.token() >= token)
+            .or(own.filter(|t| t.token() > token));
         if let Some(t) = worse {
             out.push(not_above(resource, h.first, t, time));
         }
-        if own.is_none_or(|t| token > t.token) {
+        if own.is_none_or(|t| token > t.token()) {
             tops.insert(h.owner, h.first);
         }
     }
@@ -361,7 +395,7 @@ fn chain<'a>(
         let end = w.end().max(w.order());
         match holdings.last_mut() {
             Some(h) if w.order() < h.end => {
-                if w.token != h.first.token {
+                if w.token() != h.first.token() {
                     let detail = format!(
                         "{} and {} overlap in one holding but have different tokens",
                         h.first.describe(time),
@@ -380,4 +414,10 @@ fn chain<'a>(
         }
     }
     holdings
+}
+
+/// The windows of leases whose holder asked for a token: fencing is about
+/// issued tokens only, and a token nobody asked for was never issued.
+fn with_tokens<'w, 'a>(ws: &[&'w Window<'a>]) -> Vec<&'w Window<'a>> {
+    ws.iter().copied().filter(|w| w.token.is_some()).collect()
 }

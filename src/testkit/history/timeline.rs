@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::claims::hold_text;
 use super::{Event, History, Timeline};
 
 impl fmt::Display for History {
@@ -28,7 +29,7 @@ fn line(f: &mut fmt::Formatter<'_>, event: &Event, time: Timeline) -> fmt::Resul
             l.id,
             l.kind,
             l.holder,
-            l.token,
+            l.token.map_or("none".to_owned(), |t| t.to_string()),
             l.permits,
             time.at(l.deadline)
         ),
@@ -37,6 +38,19 @@ fn line(f: &mut fmt::Formatter<'_>, event: &Event, time: Timeline) -> fmt::Resul
             write!(f, "lease {id} extended until {}", time.at(*deadline))
         }
         Event::Released { id, at } => write!(f, "{} lease {id} released", time.at(*at)),
+        Event::Lost { id, at } => write!(f, "{} lease {id} lost", time.at(*at)),
+        Event::Sampled { id, sample } => {
+            let nodes: Vec<String> = sample.nodes.iter().map(|h| hold_text(*h, time)).collect();
+            write!(
+                f,
+                "{} lease {id} claims until {}; nodes by {}: {}",
+                time.at(sample.at),
+                time.at(sample.deadline),
+                time.at(sample.read_by),
+                nodes.join(", ")
+            )
+        }
+        Event::NodeLost { node, at } => write!(f, "{} node {node} lost its data", time.at(*at)),
         Event::Failed {
             resource,
             op,

@@ -1,18 +1,33 @@
 //! A seeded torture run: workers hammer all five primitives through fault
-//! proxies while a nemesis kills, pauses, restarts and partitions nodes,
-//! then the [`History`] checker looks for any safety violation.
+//! proxies while a nemesis kills, pauses, restarts and partitions nodes and
+//! cuts clients off from some of them, then the [`History`] checker looks
+//! for any safety violation.
 //!
-//! The nemesis draws every fault from one seeded generator, so a failing
-//! seed replays the same schedule of faults (the interleaving of requests
-//! still varies from run to run). It keeps a majority of nodes healthy at all
-//! times, so the run also shows that work goes on under minority faults.
+//! Faults are not enough to find every bug: the workers use the whole API
+//! (explicit extensions shorter and longer than the lease, handles with
+//! different TTLs on one resource, re-entry at depth 3), clients keep their
+//! own partial view of the nodes for seconds at a time, newcomers connect in
+//! the middle of the run, a latch writer counts down from a minority, and a
+//! sampler compares what each guard claims with the keys on the servers.
+//!
+//! The fault schedule is a pure function of the seed and the settings
+//! ([`Schedule::plan`]), planned before the run and carried out at its
+//! offsets, so a seed replays the same faults at the same times (the
+//! interleaving of requests still varies from run to run). It can be
+//! written to a file and replayed from one. On the planned timeline every
+//! client reaches a majority of nodes at all times, so the run also shows
+//! that work goes on under minority faults.
 
+mod crews;
 mod nemesis;
 mod rng;
+mod sampler;
+mod schedule;
 mod workers;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,9 +35,10 @@ use std::time::{Duration, Instant};
 use super::history::{History, Spec, Violation};
 use super::proxy::FaultProxy;
 use super::server::ServerGroup;
-use crate::Quorum;
+use crate::{Config, Quorum};
 
 pub use rng::Rng;
+pub use schedule::{Action, ParseError, Schedule, Step};
 
 /// What to run. Build it with `Torture::default()` and struct update syntax.
 #[derive(Debug, Clone)]
@@ -35,9 +51,16 @@ pub struct Torture {
     pub duration: Duration,
     /// Seed of the fault schedule and of the workers' choices. Default: 1.
     pub seed: u64,
-    /// Lease TTL of every primitive (also the restart quarantine).
+    /// The base lease TTL: sections use half of it, it, or twice it, and
+    /// twice it is the longest TTL allowed ([`Torture::config`]).
     /// Default: 1 s.
     pub ttl: Duration,
+    /// Write the fault schedule to this file before the run starts.
+    /// Default: none.
+    pub write_schedule: Option<PathBuf>,
+    /// Carry out the schedule in this file (as written by `write_schedule`)
+    /// instead of planning one from the seed. Default: none.
+    pub replay_schedule: Option<PathBuf>,
 }
 
 impl Default for Torture {
@@ -48,7 +71,28 @@ impl Default for Torture {
             duration: Duration::from_secs(60),
             seed: 1,
             ttl: Duration::from_secs(1),
+            write_schedule: None,
+            replay_schedule: None,
         }
+    }
+}
+
+impl Torture {
+    /// The settings of every client of the run: the base TTL, and a
+    /// `max_ttl` of twice it, so a restarted node sits out only a short
+    /// quarantine. Every lease, latch and barrier TTL of the run is at most
+    /// `max_ttl`.
+    pub fn config(&self) -> Config {
+        Config {
+            ttl: self.ttl,
+            max_ttl: self.max_ttl(),
+            connect_timeout: Duration::from_millis(250),
+            ..Config::default()
+        }
+    }
+
+    fn max_ttl(&self) -> Duration {
+        self.ttl * 2
     }
 }
 
@@ -73,6 +117,8 @@ pub struct Report {
     pub anomalies: Vec<Violation>,
     /// Everything recorded, to print (`{}`) when looking into a violation.
     pub history: History,
+    /// The fault schedule carried out.
+    pub schedule: Schedule,
 }
 
 impl Report {
@@ -104,6 +150,7 @@ impl fmt::Display for Report {
             self.total_faults(),
             tally(&self.faults)
         )?;
+        writeln!(f, "schedule:   {} steps", self.schedule.steps().len())?;
         writeln!(f, "events:     {}", self.events)?;
         writeln!(
             f,
@@ -154,6 +201,8 @@ impl Tallies {
             crate::Error::NotHeld => "not held",
             crate::Error::LeaseLost => "lease lost",
             crate::Error::BrokenBarrier => "broken barrier",
+            crate::Error::Connect { .. } => "connect",
+            crate::Error::InvalidConfig { .. } => "config",
             _ => "other",
         };
         *self
@@ -169,77 +218,187 @@ impl Tallies {
     }
 }
 
-/// Everything a run shares: servers, per-worker proxies and quorums, the
-/// history and the counters.
+/// Which client does what. Every client is one [`Quorum`] with its own
+/// proxy per node, so that faults can differ per client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Layout {
+    workers: usize,
+}
+
+/// Members of the latch crew: all read, the first two count down.
+pub(super) const LATCH_CREW: usize = 3;
+/// Members of each barrier crew, one more than the barrier's parties.
+pub(super) const BARRIER_CREW: usize = 3;
+/// Barrier crews, each on barriers of its own.
+pub(super) const BARRIER_CREWS: usize = 2;
+/// Newcomers alive at once, each in its own slot of proxies.
+pub(super) const NEWCOMER_SLOTS: usize = 3;
+
+impl Layout {
+    pub(super) fn of(torture: &Torture) -> Layout {
+        Layout {
+            workers: torture.workers,
+        }
+    }
+
+    pub(super) fn workers(self) -> usize {
+        self.workers
+    }
+
+    pub(super) fn latch(self, member: usize) -> usize {
+        self.workers + member
+    }
+
+    pub(super) fn barrier(self, crew: usize, member: usize) -> usize {
+        self.workers + LATCH_CREW + crew * BARRIER_CREW + member
+    }
+
+    /// The latch writer cut off from a majority.
+    pub(super) fn stray(self) -> usize {
+        self.workers + LATCH_CREW + BARRIER_CREWS * BARRIER_CREW
+    }
+
+    pub(super) fn newcomer(self, slot: usize) -> usize {
+        self.stray() + 1 + slot
+    }
+
+    /// Clients the nemesis may cut off from nodes: the workers and crews
+    /// (`0..faultable()`), not the stray writer, not newcomers (they get
+    /// their view when they connect).
+    pub(super) fn faultable(self) -> usize {
+        self.stray()
+    }
+
+    /// Every client, newcomer slots included.
+    pub(super) fn clients(self) -> usize {
+        self.newcomer(NEWCOMER_SLOTS)
+    }
+}
+
+/// Everything a run shares: servers, per-client proxies and quorums, the
+/// sampler, the history and the counters.
 pub(super) struct Rig {
     pub(super) torture: Torture,
+    pub(super) layout: Layout,
     pub(super) servers: Mutex<ServerGroup>,
     /// `proxies[client][node]`: each client reaches each node through its own
     /// proxy, so partitions can differ per client.
     pub(super) proxies: Vec<Vec<FaultProxy>>,
+    /// The quorums of every client but the newcomer slots, by client index.
     pub(super) quorums: Vec<Quorum>,
+    /// Private: visible to this module and its children, as `Sampler` is.
+    sampler: sampler::Sampler,
     pub(super) history: History,
     pub(super) tallies: Tallies,
+    /// When the schedule's offsets count from.
+    pub(super) start: Instant,
     pub(super) until: Instant,
 }
 
-/// Clients: the workers, plus three for the latch and barrier crews.
-pub(super) const CREW: usize = 3;
+impl Rig {
+    /// A fresh quorum through `client`'s proxies, with the run's settings.
+    pub(super) async fn connect(&self, client: usize) -> crate::Result<Quorum> {
+        connect(&self.proxies[client], &self.torture).await
+    }
+
+    /// The TTL of latch and barrier state: as long as the settings allow.
+    pub(super) fn state_ttl(&self) -> Duration {
+        self.torture.max_ttl()
+    }
+}
 
 /// Runs a torture and reports. Fails only if servers or proxies cannot be
-/// started.
+/// started, or a schedule file cannot be read or written.
 pub async fn run(torture: Torture) -> std::io::Result<Report> {
+    let schedule = schedule(&torture)?;
     let rig = Arc::new(rig(torture).await?);
     let mut tasks = workers::spawn(&rig);
-    nemesis::run(&rig).await;
+    tasks.extend(crews::spawn(&rig));
+    nemesis::run(&rig, &schedule).await;
     for task in tasks.drain(..) {
         let _ = task.await;
     }
-    Ok(report(&rig))
+    Ok(report(&rig, schedule))
+}
+
+/// The schedule to carry out: replayed from a file, or planned from the
+/// seed; written out if asked.
+fn schedule(torture: &Torture) -> std::io::Result<Schedule> {
+    let schedule = match &torture.replay_schedule {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            let schedule: Schedule = text.parse().map_err(std::io::Error::other)?;
+            schedule
+                .fits(torture)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            schedule
+        }
+        None => Schedule::plan(torture),
+    };
+    if let Some(path) = &torture.write_schedule {
+        std::fs::write(path, schedule.to_string())?;
+    }
+    Ok(schedule)
+}
+
+async fn connect(proxies: &[FaultProxy], torture: &Torture) -> crate::Result<Quorum> {
+    Quorum::builder()
+        .nodes(proxies.iter().map(FaultProxy::url))
+        .config(torture.config())
+        .build()
+        .await
 }
 
 async fn rig(torture: Torture) -> std::io::Result<Rig> {
     let servers = ServerGroup::start(torture.nodes)?;
+    let layout = Layout::of(&torture);
     let mut proxies = Vec::new();
     let mut quorums = Vec::new();
-    for _ in 0..torture.workers + CREW {
+    for client in 0..layout.clients() {
         let mut mine = Vec::new();
         for server in servers.iter() {
             mine.push(FaultProxy::start(server.port()).await?);
         }
-        let quorum = Quorum::builder()
-            .nodes(mine.iter().map(FaultProxy::url))
-            .ttl(torture.ttl)
-            .build()
-            .await
-            .map_err(std::io::Error::other)?;
+        if client < layout.newcomer(0) {
+            let quorum = connect(&mine, &torture)
+                .await
+                .map_err(std::io::Error::other)?;
+            quorums.push(quorum);
+        }
         proxies.push(mine);
-        quorums.push(quorum);
     }
+    let sampler = sampler::Sampler::new(&servers, &torture.config())?;
+    let start = Instant::now();
     Ok(Rig {
-        until: Instant::now() + torture.duration,
+        until: start + torture.duration,
+        start,
         torture,
+        layout,
         servers: Mutex::new(servers),
         proxies,
         quorums,
+        sampler,
         history: History::new(),
         tallies: Tallies::default(),
     })
 }
 
-fn report(rig: &Rig) -> Report {
+fn report(rig: &Rig, schedule: Schedule) -> Report {
     let mut spec = Spec::new()
         .mutex(workers::MUTEX)
         .semaphore(workers::SEMAPHORE, workers::PERMITS)
         .reentrant(workers::REENTRANT);
     let mut all_or_none = Spec::new();
     for epoch in 0..rig.tallies.latches.load(Ordering::SeqCst) {
-        spec = spec.latch(&workers::latch_name(epoch), CREW as u32);
+        let name = crews::latch_name(epoch);
+        spec = spec.expiring_latch(&name, crews::LATCH_COUNT, rig.state_ttl());
     }
     for era in 0..rig.tallies.barriers.load(Ordering::SeqCst) {
-        let name = workers::barrier_name(era);
-        spec = spec.barrier_safety(&name, CREW as u32);
-        all_or_none = all_or_none.barrier(&name, CREW as u32);
+        for crew in 0..BARRIER_CREWS {
+            let name = crews::barrier_name(crew, era);
+            spec = spec.barrier_safety(&name, crews::PARTIES);
+            all_or_none = all_or_none.barrier(&name, crews::PARTIES);
+        }
     }
     let mut violations = rig.history.check(&spec);
     let anomalies = rig.history.check(&all_or_none);
@@ -263,5 +422,6 @@ fn report(rig: &Rig) -> Report {
         violations,
         anomalies,
         history: rig.history.clone(),
+        schedule,
     }
 }

@@ -1,166 +1,160 @@
-//! The nemesis: one fault at a time on a random node, drawn from the seed,
-//! never on more than a minority of nodes at once (a node restarted empty
-//! counts for a while after), each healed after a while.
+//! The nemesis: carries out the planned [`Schedule`] at its offsets, then
+//! heals whatever is still broken at the end of the run.
+//!
+//! Choices are all made in the plan; this side only acts, so a seed
+//! replays. Actions run a little late when the one before took time (a
+//! restart waits for the server to answer): the plan's offsets are when an
+//! action is due, never earlier.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Rig;
-use super::rng::Rng;
+use tokio::task::JoinHandle;
 
-/// A fault in force, and how to heal it.
-#[derive(Debug, Clone)]
-enum Fault {
-    /// SIGKILL; healed by a restart without persistence.
-    Kill(usize),
-    /// SIGSTOP; healed by SIGCONT.
-    Pause(usize),
-    /// Some clients cannot reach the node.
-    Partition(usize, Vec<usize>),
-    /// Every client's requests to the node are delayed.
-    Latency(usize),
-    /// Some clients' requests reach the node, its replies never come back.
-    DropReplies(usize, Vec<usize>),
-    /// Restarted empty a moment ago: it counts as faulty until the others
-    /// brought it up to date (lease quarantine, barrier and latch repair),
-    /// so no majority is ever wiped at once.
-    Restarted(usize),
+use super::schedule::{Action, Schedule};
+use super::{Rig, workers};
+
+/// Jitter of the latency fault, on top of its planned delay.
+const LATENCY_JITTER: Duration = Duration::from_millis(5);
+
+/// Refusals per (client, node): a partition and a view may cut the same
+/// link, and the link comes back only when both are over.
+#[derive(Default)]
+struct Links {
+    refused: HashMap<(usize, usize), u32>,
 }
 
-impl Fault {
-    fn node(&self) -> usize {
-        match self {
-            Fault::Kill(n)
-            | Fault::Pause(n)
-            | Fault::Partition(n, _)
-            | Fault::Latency(n)
-            | Fault::DropReplies(n, _)
-            | Fault::Restarted(n) => *n,
+impl Links {
+    fn refuse(&mut self, rig: &Rig, client: usize, node: usize) {
+        let n = self.refused.entry((client, node)).or_default();
+        *n += 1;
+        if *n == 1 {
+            rig.proxies[client][node].refuse(true);
+        }
+    }
+
+    fn restore(&mut self, rig: &Rig, client: usize, node: usize) {
+        let n = self.refused.entry((client, node)).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            rig.proxies[client][node].refuse(false);
         }
     }
 }
 
-/// Injects faults until the end of the run, then heals everything.
-pub(super) async fn run(rig: &Arc<Rig>) {
-    let mut rng = Rng::new(rig.torture.seed);
-    let most = (rig.torture.nodes - 1) / 2;
-    let mut active: Vec<(Instant, Fault)> = Vec::new();
-    while Instant::now() < rig.until {
-        tokio::time::sleep(rng.millis(150, 600)).await;
-        let now = Instant::now();
-        let (due, rest): (Vec<_>, Vec<_>) = active.into_iter().partition(|(at, _)| *at <= now);
-        active = rest;
-        for (_, fault) in due {
-            if let Some(after) = heal(rig, fault).await {
-                active.push((Instant::now() + rng.millis(1000, 2500), after));
+/// Carries out `schedule` until the end of the run; past the end, only the
+/// heals run, at once. Waits for the newcomers it started.
+pub(super) async fn run(rig: &Arc<Rig>, schedule: &Schedule) {
+    let mut links = Links::default();
+    let mut newcomers: Vec<JoinHandle<()>> = Vec::new();
+    for step in schedule.steps() {
+        let due = rig.start + step.at;
+        if due >= rig.until {
+            if step.action.heals() {
+                act(rig, &mut links, &step.action, &mut newcomers).await;
             }
+            continue;
         }
-        if active.len() < most {
-            let busy: Vec<usize> = active.iter().map(|(_, f)| f.node()).collect();
-            let free: Vec<usize> = (0..rig.torture.nodes)
-                .filter(|n| !busy.contains(n))
-                .collect();
-            let node = free[rng.below(free.len() as u64) as usize];
-            if let Some(fault) = inject(rig, &mut rng, node).await {
-                active.push((Instant::now() + rng.millis(300, 2500), fault));
-            }
-        }
+        tokio::time::sleep_until(due.into()).await;
+        act(rig, &mut links, &step.action, &mut newcomers).await;
     }
-    for (_, fault) in active {
-        heal(rig, fault).await;
+    tokio::time::sleep_until(rig.until.into()).await;
+    for task in newcomers {
+        let _ = task.await;
     }
 }
 
-/// Some of the clients, at least one.
-fn some_clients(rig: &Rig, rng: &mut Rng) -> Vec<usize> {
-    let all = rig.proxies.len();
-    let picked: Vec<usize> = (0..all).filter(|_| rng.chance(50)).collect();
-    if picked.is_empty() {
-        vec![rng.below(all as u64) as usize]
-    } else {
-        picked
-    }
-}
-
-async fn inject(rig: &Arc<Rig>, rng: &mut Rng, node: usize) -> Option<Fault> {
-    let fault = match rng.below(7) {
-        0 => Fault::Kill(node),
-        1 => Fault::Pause(node),
-        2 => Fault::Partition(node, some_clients(rig, rng)),
-        3 => Fault::Latency(node),
-        4 => Fault::DropReplies(node, some_clients(rig, rng)),
-        5 => Fault::Restarted(node),
-        _ => {
-            rig.tallies.fault("script flush");
-            flush_scripts(rig, node).await;
-            return None;
-        }
-    };
-    match &fault {
-        Fault::Kill(n) => {
+async fn act(
+    rig: &Arc<Rig>,
+    links: &mut Links,
+    action: &Action,
+    newcomers: &mut Vec<JoinHandle<()>>,
+) {
+    match action {
+        Action::Kill(n) => {
             rig.tallies.fault("kill");
+            rig.history.node_lost(*n, Instant::now());
             let n = *n;
             servers(rig, move |s| s[n].kill()).await;
         }
-        Fault::Pause(n) => {
+        Action::Restart(n) => {
+            let n = *n;
+            servers(rig, move |s| {
+                let _ = s[n].restart();
+            })
+            .await;
+        }
+        Action::Pause(n) => {
             rig.tallies.fault("pause");
             let n = *n;
             servers(rig, move |s| s[n].pause()).await;
         }
-        Fault::Partition(n, clients) => {
-            rig.tallies.fault("partition");
-            clients
-                .iter()
-                .for_each(|&c| rig.proxies[c][*n].refuse(true));
+        Action::Resume(n) => {
+            let n = *n;
+            servers(rig, move |s| s[n].resume()).await;
         }
-        Fault::Latency(n) => {
+        Action::RestartEmpty(n) => {
+            rig.tallies.fault("restart");
+            rig.history.node_lost(*n, Instant::now());
+            let n = *n;
+            servers(rig, move |s| {
+                let _ = s[n].restart();
+            })
+            .await;
+        }
+        Action::FlushScripts(n) => {
+            rig.tallies.fault("script flush");
+            flush_scripts(rig, *n).await;
+        }
+        Action::Newcomer(slot, ms) => {
+            rig.tallies.fault("newcomer");
+            let ordinal = newcomers.len() as u64;
+            let life = Duration::from_millis(*ms);
+            let task = workers::newcomer(rig.clone(), *slot, ordinal, life);
+            newcomers.push(tokio::spawn(task));
+        }
+        _ => links_act(rig, links, action),
+    }
+}
+
+/// The actions on client proxies.
+fn links_act(rig: &Rig, links: &mut Links, action: &Action) {
+    match action {
+        Action::Partition(n, clients) => {
+            rig.tallies.fault("partition");
+            clients.iter().for_each(|&c| links.refuse(rig, c, *n));
+        }
+        Action::Reconnect(n, clients) => clients.iter().for_each(|&c| links.restore(rig, c, *n)),
+        Action::View(c, nodes) => {
+            rig.tallies.fault("view");
+            nodes.iter().for_each(|&n| links.refuse(rig, *c, n));
+        }
+        Action::ClearView(c, nodes) => nodes.iter().for_each(|&n| links.restore(rig, *c, n)),
+        Action::Latency(n, ms) => {
             rig.tallies.fault("latency");
-            let delay = rng.millis(5, 40);
+            let delay = Duration::from_millis(*ms);
             rig.proxies
                 .iter()
-                .for_each(|p| p[*n].set_latency(delay, Duration::from_millis(5)));
+                .for_each(|p| p[*n].set_latency(delay, LATENCY_JITTER));
         }
-        Fault::DropReplies(n, clients) => {
+        Action::NoLatency(n) => rig
+            .proxies
+            .iter()
+            .for_each(|p| p[*n].set_latency(Duration::ZERO, Duration::ZERO)),
+        Action::DropReplies(n, clients) => {
             rig.tallies.fault("dropped replies");
             clients
                 .iter()
                 .for_each(|&c| rig.proxies[c][*n].drop_replies(true));
         }
-        Fault::Restarted(n) => {
-            rig.tallies.fault("restart");
-            let n = *n;
-            servers(rig, move |s| {
-                let _ = s[n].restart();
-            })
-            .await;
-        }
-    }
-    Some(fault)
-}
-
-/// Heals a fault; a killed node comes back empty and is then `Restarted`.
-async fn heal(rig: &Arc<Rig>, fault: Fault) -> Option<Fault> {
-    match fault {
-        Fault::Kill(n) => {
-            servers(rig, move |s| {
-                let _ = s[n].restart();
-            })
-            .await;
-            return Some(Fault::Restarted(n));
-        }
-        Fault::Pause(n) => servers(rig, move |s| s[n].resume()).await,
-        Fault::Partition(n, clients) => clients
-            .iter()
-            .for_each(|&c| rig.proxies[c][n].refuse(false)),
-        Fault::Latency(n) => rig.proxies.iter().for_each(|p| p[n].heal()),
-        Fault::DropReplies(n, clients) => clients.iter().for_each(|&c| {
+        Action::DeliverReplies(n, clients) => clients.iter().for_each(|&c| {
             // Dropped bytes leave the stream out of step: start clean.
-            rig.proxies[c][n].heal();
-            rig.proxies[c][n].reset();
+            rig.proxies[c][*n].drop_replies(false);
+            rig.proxies[c][*n].reset();
         }),
-        Fault::Restarted(_) => {}
+        _ => {}
     }
-    None
 }
 
 /// Runs a blocking operation on the servers off the runtime's threads.
