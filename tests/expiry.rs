@@ -288,8 +288,11 @@ async fn a_lease_seen_lost_stays_lost_when_a_late_renewal_lands() {
     let proxy = quorate::testkit::FaultProxy::start(server.port())
         .await
         .unwrap();
+    // The answer must come back late, yet within the per-node timeout: a
+    // 16 ms round trip (below) under the 40 ms allowed for a 400 ms TTL.
     let q = quorate::Quorum::builder()
         .node(proxy.url())
+        .node_timeout(Duration::from_millis(40))
         .build()
         .await
         .unwrap();
@@ -300,7 +303,6 @@ async fn a_lease_seen_lost_stays_lost_when_a_late_renewal_lands() {
         .lock()
         .await
         .unwrap();
-    // The per-node timeout is 20 ms (ttl / 20); a 16 ms round trip fits.
     proxy.set_latency(Duration::from_millis(8), Duration::ZERO);
     let deadline = guard.deadline();
     tokio::time::sleep_until((deadline - Duration::from_millis(4)).into()).await;
