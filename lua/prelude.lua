@@ -170,3 +170,74 @@ local function semaphore_keep(slots, owners, now)
   redis.call('PEXPIRE', owners, keep)
 end
 
+
+-- Fair queues. A sorted set `order` ranks the waiters by ticket (arrival
+-- time on the waiter's clock: the same score on every node, so the nodes
+-- agree on who is first) and a hash `entries` maps each to
+-- 'expiry ms,permits wanted'. A waiter renews its entry on every attempt;
+-- a dead waiter's entry expires and is dropped when met.
+
+-- The live waiters at the front of the queue whose wants fit in `room`, in
+-- order; drops the expired entries it meets.
+local function fair_front(order, entries, now, room)
+  local front, used, start = {}, 0, 0
+  while used < room do
+    local batch = redis.call('ZRANGE', order, start, start + 15)
+    if #batch == 0 then
+      break
+    end
+    for _, id in ipairs(batch) do
+      local expiry, wanted = string.match(redis.call('HGET', entries, id) or '0,0', '(%d+),(%d+)')
+      if tonumber(expiry) <= now then
+        redis.call('ZREM', order, id)
+        redis.call('HDEL', entries, id)
+      else
+        start = start + 1
+        used = used + tonumber(wanted)
+        if used > room then
+          return front
+        end
+        front[#front + 1] = id
+      end
+    end
+  end
+  return front
+end
+
+-- Whether waiter `id` (ticket `ticket`, wanting `wanted` of `room` free)
+-- may take its turn now. With `ttl` above 0 it first joins the queue or
+-- renews its entry for `ttl` ms; with 0 (one try, no wait) it may only
+-- when nobody waits. A waiter whose turn it is leaves the queue. When it
+-- may not, also returns the ms until the first entry expires.
+local function fair_turn(order, entries, id, ticket, wanted, ttl, now, room)
+  ttl = tonumber(ttl)
+  if ttl > 0 then
+    redis.call('ZADD', order, 'NX', ticket, id)
+    redis.call('HSET', entries, id, string.format('%d,%d', now + ttl, wanted))
+    extend_to(order, ttl)
+    extend_to(entries, ttl)
+  end
+  local front = fair_front(order, entries, now, room)
+  if ttl == 0 and #front == 0 and redis.call('EXISTS', order) == 0 then
+    return true
+  end
+  for _, first in ipairs(front) do
+    if first == id then
+      redis.call('ZREM', order, id)
+      redis.call('HDEL', entries, id)
+      return true
+    end
+  end
+  local head = redis.call('ZRANGE', order, 0, 0)[1]
+  local expiry = head and string.match(redis.call('HGET', entries, head) or '0', '^(%d+)')
+  return false, math.max(tonumber(expiry or now) - now, 1)
+end
+
+-- Wakes the waiters whose turn it is now that `room` is free, each on its
+-- own channel `channel:id`, so that nobody else stirs. `message` names the
+-- event, so that its copies from several nodes wake a waiter once.
+local function fair_wake(order, entries, now, room, channel, message)
+  for _, id in ipairs(fair_front(order, entries, now, room)) do
+    redis.call('PUBLISH', channel .. ':' .. id, message)
+  end
+end

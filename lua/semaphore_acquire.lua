@@ -10,15 +10,19 @@
 -- KEYS[1]  sorted set: slot -> expiry (server ms)
 -- KEYS[2]  hash: slot -> owner token, and 'permits' -> L
 -- KEYS[3]  fencing counter key
+-- KEYS[4..5] fair mode only: the queue's order and entries (prelude)
 -- ARGV[1]  owner token
 -- ARGV[2]  lease ttl, milliseconds
 -- ARGV[3]  L, the number of permits
 -- ARGV[4]  k, permits wanted
 -- ARGV[5]  first slot to try
 -- ARGV[6..7] the fencing tail (see the prelude)
+-- ARGV[8..10] fair mode only: waiter id, ticket, entry ttl in ms (0: a try)
 -- Returns  {1, fence, final, slot...} when granted; {0, ms} when fewer
 --          than k slots are free, ms being the time until the earliest lease
---          ends; error QUORATE_MISMATCH when the set was made with another L.
+--          ends, or when waiters ahead want them (ms: until the first
+--          one's entry would expire); error QUORATE_MISMATCH when the set
+--          was made with another L.
 local ms = server_ms()
 local refused = mismatch(KEYS[2], 'permits', ARGV[3])
 if refused then
@@ -39,7 +43,15 @@ for i = 1, #owners, 2 do
 end
 table.sort(got)
 if #got == 0 then
-  if permits - redis.call('ZCARD', KEYS[1]) < wanted then
+  local free = permits - redis.call('ZCARD', KEYS[1])
+  if KEYS[4] then
+    local turn, wait = fair_turn(KEYS[4], KEYS[5], ARGV[8], ARGV[9], wanted, ARGV[10], ms,
+      math.max(free, 0))
+    if not turn and free >= wanted then
+      return {0, wait}
+    end
+  end
+  if free < wanted then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     return {0, tonumber(first[2]) - ms}
   end

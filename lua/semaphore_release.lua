@@ -4,7 +4,9 @@
 -- holds are touched.
 --
 -- KEYS[1]  sorted set: slot -> expiry (server ms)
--- KEYS[2]  hash: slot -> owner token
+-- KEYS[2]  hash: slot -> owner token, and 'permits' -> L
+-- KEYS[3..4] fair mode only: the queue's order and entries; the waiters
+--          whose turn the freed slots make are woken on their own channels
 -- ARGV[1]  owner token
 -- ARGV[2]  wake-up channel; the message names this release, so that its
 --          copies from several nodes wake one waiter, not one each
@@ -21,7 +23,13 @@ end
 if released == 0 then
   return {0}
 end
-if redis.call('ZCARD', KEYS[1]) == 0 then
+local held = redis.call('ZCARD', KEYS[1])
+if KEYS[3] then
+  local permits = tonumber(redis.call('HGET', KEYS[2], 'permits') or '0')
+  fair_wake(KEYS[3], KEYS[4], server_ms(), math.max(permits - held, 0), ARGV[2],
+    redis.sha1hex(ARGV[1]))
+end
+if held == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
 end
 redis.call('PUBLISH', ARGV[2], redis.sha1hex(ARGV[1]))

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 pub(crate) const MAX_KEY_LEN: usize = 1024;
 
 /// Suffixes of the keys a resource keeps beside its main key.
-pub(crate) const SUFFIXES: [&str; 4] = ["fence", "ready", "owners", "count"];
+pub(crate) const SUFFIXES: [&str; 6] = ["fence", "ready", "owners", "count", "queue", "waiters"];
 
 /// The key, after the prefix, of each node's own record: the deployment's
 /// longest lease TTL and a restart quarantine (see `node.rs`).

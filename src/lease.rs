@@ -31,8 +31,8 @@ use tokio::sync::{OnceCell, watch};
 
 use crate::config::Timing;
 use crate::engine::{
-    self, Attempt, Call, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, Renewable,
-    random_unit, renew_itself,
+    self, Attempt, Call, Claim, Fence, Grant, Holding, Invocation, LeaseSpec, Line, Renewable,
+    Waiter, random_unit, renew_itself,
 };
 use crate::error::{Error, Result};
 use crate::key::Keys;
@@ -75,6 +75,7 @@ pub(crate) struct Leases<K> {
     kind: Arc<K>,
     ttl: Option<Duration>,
     auto_extend: bool,
+    fair: bool,
     plan: Result<Plan>,
 }
 
@@ -93,6 +94,7 @@ impl<K> Clone for Leases<K> {
             kind: self.kind.clone(),
             ttl: self.ttl,
             auto_extend: self.auto_extend,
+            fair: self.fair,
             plan: self.plan.clone(),
         }
     }
@@ -104,26 +106,39 @@ impl<K> fmt::Debug for Leases<K> {
             .field("name", &self.name)
             .field("ttl", &self.ttl)
             .field("auto_extend", &self.auto_extend)
+            .field("fair", &self.fair)
             .finish_non_exhaustive()
     }
 }
 
 impl<K: Kind> Leases<K> {
     pub(crate) fn new(quorum: &Quorum, name: String, kind: K) -> Leases<K> {
-        let plan = make_plan(quorum, &name, None, &kind);
+        let plan = make_plan(quorum, &name, None, false, &kind);
         Leases {
             quorum: quorum.clone(),
             name,
             kind: Arc::new(kind),
             ttl: None,
             auto_extend: true,
+            fair: false,
             plan,
         }
     }
 
     pub(crate) fn with_ttl(mut self, ttl: Duration) -> Leases<K> {
         self.ttl = Some(ttl);
-        self.plan = make_plan(&self.quorum, &self.name, self.ttl, &*self.kind);
+        self.replan()
+    }
+
+    /// Fair mode: acquisitions wait in a queue in Redis, in arrival order
+    /// across processes (see `engine/line.rs`).
+    pub(crate) fn fair(mut self) -> Leases<K> {
+        self.fair = true;
+        self.replan()
+    }
+
+    fn replan(mut self) -> Leases<K> {
+        self.plan = make_plan(&self.quorum, &self.name, self.ttl, self.fair, &*self.kind);
         self
     }
 
@@ -154,24 +169,38 @@ impl<K: Kind> Leases<K> {
         let plan = self.plan()?;
         self.kind.check(ask)?;
         let nodes = self.quorum.nodes();
-        engine::wait_for(nodes, &plan.spec.channel, timeout, || {
-            self.attempt(plan, ask)
-        })
-        .await
+        let channel = &plan.spec.channel;
+        match &plan.spec.line {
+            Some(line) => {
+                engine::wait_in_line(nodes, line, channel, timeout, |waiter| {
+                    self.attempt(plan, ask, Some(waiter))
+                })
+                .await
+            }
+            None => {
+                engine::wait_for(nodes, channel, timeout, || self.attempt(plan, ask, None)).await
+            }
+        }
     }
 
     /// One attempt: `None` when the resource is busy.
     pub(crate) async fn try_acquire(&self, ask: K::Ask) -> Result<Option<Lease>> {
         let plan = self.plan()?;
         self.kind.check(ask)?;
-        match self.attempt(plan, ask).await? {
+        let waiter = plan.spec.line.as_ref().map(|_| Waiter::once());
+        match self.attempt(plan, ask, waiter).await? {
             Attempt::Done(lease) => Ok(Some(lease)),
             Attempt::Busy { .. } => Ok(None),
             Attempt::Unavailable(e) => Err(e),
         }
     }
 
-    async fn attempt(&self, plan: &Plan, ask: K::Ask) -> Result<Attempt<Lease>> {
+    async fn attempt(
+        &self,
+        plan: &Plan,
+        ask: K::Ask,
+        waiter: Option<Waiter>,
+    ) -> Result<Attempt<Lease>> {
         let mut acquire = plan.spec.acquire_invocation();
         let (token, holding) = self.kind.attempt(ask, plan.timing, &mut acquire);
         let claim = Claim {
@@ -180,6 +209,7 @@ impl<K: Kind> Leases<K> {
             acquire,
             holding,
             timing: plan.timing,
+            waiter,
         };
         let attempt = engine::claim(self.quorum.nodes(), claim).await?;
         Ok(attempt.map(|grant| Lease::new(&self.quorum, plan, token, grant, self.auto_extend)))
@@ -191,13 +221,18 @@ fn make_plan<K: Kind>(
     quorum: &Quorum,
     name: &str,
     ttl: Option<Duration>,
+    fair: bool,
     kind: &K,
 ) -> Result<Plan> {
     let config = quorum.config();
     let timing = config.timing(ttl.unwrap_or(config.ttl))?;
     let keys = Keys::new(&config.key_prefix, name)?;
+    let mut spec = kind.spec(&keys)?;
+    if fair {
+        spec.line = Some(Line::of(&keys)?);
+    }
     Ok(Plan {
-        spec: Arc::new(kind.spec(&keys)?),
+        spec: Arc::new(spec),
         timing,
     })
 }

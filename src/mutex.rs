@@ -84,6 +84,7 @@ impl Kind for Exclusive {
                 store_field: None,
             },
             eager_fence: false,
+            line: None,
         })
     }
 
@@ -125,6 +126,35 @@ impl Mutex {
     pub fn auto_extend(self, on: bool) -> Mutex {
         Mutex {
             leases: self.leases.auto_extend(on),
+        }
+    }
+
+    /// Fair mode: waiters get the lock in arrival order, across processes.
+    ///
+    /// Each waiter holds a place in a queue on the nodes, by its arrival
+    /// time, and the lock goes only to the first in line; a release wakes
+    /// that waiter alone. A waiter that crashes blocks the line for at most
+    /// a few seconds (three of its longest sleeps between attempts, about
+    /// 3 s by default); one that gives up leaves at once. Order follows the
+    /// waiters' clocks, so clocks that differ by `d` may reorder arrivals
+    /// less than `d` apart. Fairness holds among fair handles: a default
+    /// handle on the same name does not queue.
+    ///
+    /// The default mode is faster: a fair acquisition that waits costs a
+    /// subscription of its own, and every fair acquisition one queue update
+    /// per node. Mutual exclusion is the same in both modes.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let printer = quorate::Mutex::new(&q, "printer").fair();
+    /// let guard = printer.lock().await?; // served in arrival order
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn fair(self) -> Mutex {
+        Mutex {
+            leases: self.leases.fair(),
         }
     }
 

@@ -93,6 +93,7 @@ impl Kind for Holds {
                 store_field: Some("fence"),
             },
             eager_fence: true,
+            line: None,
         })
     }
 

@@ -102,6 +102,7 @@ impl Kind for Permits {
                 store_field: None,
             },
             eager_fence: false,
+            line: None,
         })
     }
 
@@ -160,6 +161,25 @@ impl Semaphore {
     pub fn auto_extend(self, on: bool) -> Semaphore {
         Semaphore {
             leases: self.leases.auto_extend(on),
+        }
+    }
+
+    /// Fair mode: waiters get their permits in arrival order, across
+    /// processes, as for [`Mutex::fair`](crate::Mutex::fair). A waiter for
+    /// several permits is not overtaken by later waiters for fewer: freed
+    /// permits go to the front of the line while they fit.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8).fair();
+    /// let permit = exports.acquire().await?;
+    /// permit.release().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn fair(self) -> Semaphore {
+        Semaphore {
+            leases: self.leases.fair(),
         }
     }
 

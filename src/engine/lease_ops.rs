@@ -35,6 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::line::{Line, Waiter};
 use super::node::{Call, invocation};
 use super::nodes::Nodes;
 use super::round::{self, Need, Round, Stragglers};
@@ -64,6 +65,8 @@ pub(crate) struct LeaseSpec {
     /// Commit the token at the grant (every hold of one reentrant holding
     /// shares it), not when first asked for.
     pub(crate) eager_fence: bool,
+    /// Fair mode: the queue its acquisitions wait in (see `line.rs`).
+    pub(crate) line: Option<Line>,
 }
 
 /// Where fencing round two checks the lease and raises the counter (see
@@ -119,6 +122,9 @@ impl LeaseSpec {
 
     fn release_call(&self, token: &str, holding: &Holding) -> Call {
         let mut inv = invocation(self.release, &keys(&self.lease_keys));
+        if let Some(line) = &self.line {
+            line.keys(&mut inv);
+        }
         inv.arg(token)
             .arg(&self.channel)
             .arg(holding.release_args());
@@ -128,7 +134,11 @@ impl LeaseSpec {
     /// The acquire script with its keys set, for a claim to add its
     /// arguments to.
     pub(crate) fn acquire_invocation(&self) -> Invocation {
-        invocation(self.acquire, &keys(&self.acquire_keys))
+        let mut inv = invocation(self.acquire, &keys(&self.acquire_keys));
+        if let Some(line) = &self.line {
+            line.keys(&mut inv);
+        }
+        inv
     }
 }
 
@@ -144,6 +154,8 @@ pub(crate) struct Claim {
     pub(crate) acquire: Invocation,
     pub(crate) holding: Holding,
     pub(crate) timing: Timing,
+    /// Fair mode: the waiter's place in line.
+    pub(crate) waiter: Option<Waiter>,
 }
 
 /// A successful acquisition.
@@ -178,12 +190,16 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
         mut acquire,
         holding,
         timing,
+        waiter,
     } = claim;
     let t1 = Instant::now();
     let deadline = t1 + timing.ttl - timing.drift;
     acquire
         .arg(u8::from(nodes.len() == 1))
         .arg(fence_ttl_ms(timing));
+    if let Some(waiter) = waiter {
+        waiter.args(&mut acquire);
+    }
     let mut undo = Undo::armed(nodes, &spec, &token, &holding, timing);
     let timeout = timing.node_timeout;
     let mut first = round::on_all(nodes, Call::grant(acquire), Need::Majority, timeout).await;

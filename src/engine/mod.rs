@@ -10,13 +10,15 @@
 //!   every due renewal of a quorum in one pipelined request per node.
 //! - `read`: majority reads and writes with agreement.
 //! - `notify`, `queue` and `wait`: push wake-ups, this process's waiters in
-//!   arrival order, and how a blocked caller waits.
+//!   arrival order, and how a blocked caller waits; `line`: fair mode's
+//!   queue in Redis, across processes.
 //!
 //! Modules depend downwards only: admission, scripts ← node ← notify,
-//! queue, renewable ← nodes ← round ← read, wait ← lease_ops ← renew.
+//! queue, renewable ← nodes ← round ← read, wait ← line ← lease_ops ← renew.
 
 mod admission;
 mod lease_ops;
+mod line;
 mod node;
 mod nodes;
 mod notify;
@@ -31,6 +33,7 @@ mod wait;
 pub(crate) use lease_ops::{
     Claim, Fence, FenceTarget, Grant, Holding, LeaseSpec, claim, commit_fence, extend, release,
 };
+pub(crate) use line::{Line, Waiter, wait_in_line};
 pub(crate) use node::{Call, Payload, Reply, invocation};
 pub(crate) use nodes::Nodes;
 pub(crate) use read::{agree, gather, read, read_all, spread, write};

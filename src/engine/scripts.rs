@@ -91,6 +91,12 @@ impl Invocation {
         }
     }
 
+    /// Appends to `KEYS`.
+    pub(crate) fn key(&mut self, key: &str) -> &mut Invocation {
+        self.keys.push(key.as_bytes().to_vec());
+        self
+    }
+
     /// Appends to `ARGV`.
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Invocation {
         arg.write_redis_args(&mut self.args);
@@ -170,6 +176,7 @@ scripts! {
     LATCH_SEAL => "latch_seal",
     BARRIER_ARRIVE => "barrier_arrive",
     BARRIER_DECIDE => "barrier_decide",
+    FAIR_LEAVE => "fair_leave",
 }
 
 /// Loads every script on a fresh connection, so that nobody meets NOSCRIPT

@@ -151,7 +151,7 @@ where
 
 /// Waits for `f` until `deadline` (forever without one); false when the
 /// deadline came first.
-async fn until(deadline: Option<Instant>, f: impl Future<Output = ()>) -> bool {
+pub(crate) async fn until(deadline: Option<Instant>, f: impl Future<Output = ()>) -> bool {
     match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), f).await.is_ok(),
         None => {

@@ -334,9 +334,14 @@ impl<G: Guard> Held<G> {
 }
 
 async fn mutex_section(rig: &Rig, q: &Quorum, me: &str, shape: &Shape, rng: &mut Rng, wait: Wait) {
-    let mutex = Mutex::new(q, MUTEX)
+    let mut mutex = Mutex::new(q, MUTEX)
         .with_ttl(shape.ttl)
         .auto_extend(shape.auto_extend);
+    // Fair and default handles share the name: exclusion must not rest on
+    // the queue.
+    if rng.chance(33) {
+        mutex = mutex.fair();
+    }
     let invoked = Instant::now();
     let got = match wait {
         Wait::For(wait) => mutex.lock_timeout(wait).await.map(Some),
@@ -370,9 +375,12 @@ async fn semaphore_section(
     wait: Wait,
 ) {
     let k = 1 + rng.below(u64::from(PERMITS)) as u32;
-    let semaphore = Semaphore::new(q, SEMAPHORE, PERMITS)
+    let mut semaphore = Semaphore::new(q, SEMAPHORE, PERMITS)
         .with_ttl(shape.ttl)
         .auto_extend(shape.auto_extend);
+    if rng.chance(33) {
+        semaphore = semaphore.fair();
+    }
     let invoked = Instant::now();
     let got = match wait {
         Wait::For(wait) => semaphore.acquire_many_timeout(k, wait).await.map(Some),
