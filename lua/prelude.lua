@@ -31,11 +31,15 @@ local function fence_floor()
   return server_ms() * 1024
 end
 
--- The fencing part of a grant (see the tail above): the counter, floored at
--- the clock, and when `issue` is '1' the next token, stored. Returns the
--- value and whether it is an issued token.
+-- The fencing part of a grant (see the tail above): the counter, or the
+-- clock's floor when the node has none, and when `issue` is '1' the next
+-- token, stored. Returns the value and whether it is an issued token.
+-- A counter that exists needs no floor: counters only rise, so it is at
+-- least every token committed on this node; the floor stands in for a
+-- counter the node lost (or let expire).
 local function mint_fence(counter, issue, counter_ttl)
-  local fence = math.max(tonumber(redis.call('GET', counter) or '0'), fence_floor())
+  local stored = redis.call('GET', counter)
+  local fence = stored and tonumber(stored) or fence_floor()
   if issue ~= '1' then
     return fence, 0
   end

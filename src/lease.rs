@@ -64,7 +64,11 @@ pub(crate) trait Kind: Send + Sync + 'static {
 
 /// A fresh 128-bit random owner token.
 pub(crate) fn owner_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut hex)
+        .to_owned()
 }
 
 /// The handle a lease primitive is made of: its quorum, name, kind and
@@ -321,15 +325,19 @@ impl Shared {
     }
 
     /// The fencing token: issued at the grant, or committed now on a quorum
-    /// (fencing round two) while the lease is valid.
+    /// (fencing round two, after round one when the claim read no counter)
+    /// while the lease is valid.
     async fn fencing_token(&self) -> Result<u64> {
         let commit = || async {
-            let token = self.pending_fence.unwrap_or_default();
             if !self.is_valid() {
                 return Err(Error::NotHeld);
             }
             let timing = self.snapshot().timing;
             let nodes = self.quorum.nodes();
+            let token = match self.pending_fence {
+                Some(token) => token,
+                None => engine::read_fence(nodes, &self.spec, &self.token, timing).await?,
+            };
             engine::commit_fence(nodes, &self.spec, &self.token, &self.holding, token, timing)
                 .await?;
             // The token counts only if it was committed while the lease held.
@@ -466,6 +474,7 @@ impl Lease {
         let (fence, pending_fence) = match grant.fence {
             Fence::Issued(token) => (OnceCell::new_with(Some(token)), None),
             Fence::Pending(token) => (OnceCell::new(), Some(token)),
+            Fence::Unread => (OnceCell::new(), None),
         };
         let shared = Arc::new(Shared {
             quorum: quorum.clone(),

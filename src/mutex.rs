@@ -85,6 +85,7 @@ impl Kind for Exclusive {
             },
             eager_fence: false,
             line: None,
+            set_nx: true,
         })
     }
 

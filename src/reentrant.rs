@@ -94,6 +94,7 @@ impl Kind for Holds {
             },
             eager_fence: true,
             line: None,
+            set_nx: false,
         })
     }
 

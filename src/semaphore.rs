@@ -103,6 +103,7 @@ impl Kind for Permits {
             },
             eager_fence: false,
             line: None,
+            set_nx: false,
         })
     }
 

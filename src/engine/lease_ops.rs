@@ -8,20 +8,26 @@
 //! cannot cancel, once round one's stragglers answered: an undo sent earlier
 //! could overtake an acquire that a node is still reloading its script for.
 //!
-//! Fencing tokens: one node issues them itself (`INCR` in the acquire
-//! script). On several nodes per-node counters drift apart, so round one
-//! reads each counter, the client picks `max + 1`, and round two raises the
-//! counter to it on a quorum of nodes where the lease is still held. Any two
-//! quorums share a node, so the next holder reads at least this token.
-//! Round two runs when the holder first asks for its token, not at the
-//! grant: it still runs while the lease is held (the commit checks the
-//! owner on each node, and the token counts only if a quorum took it before
-//! the deadline), and a token nobody asked for was never issued, so no later
-//! token has to exceed it. Holders that never use their token pay nothing.
-//! The reentrant lock commits at once, since every hold of one holding must
-//! share the token. Counters are floored at the server clock (ms × 1024), so
-//! a node that restarted empty keeps issuing larger tokens, as long as node
-//! clocks differ by less than the restart quarantine.
+//! Fencing tokens. Per-node counters drift apart, so a token is chosen in
+//! two rounds: round one reads the counter on each node where the lease is
+//! held, the client picks `max + 1`, and round two raises the counter to it
+//! on a quorum of nodes where the lease is still held. Any two quorums
+//! share a node, and a lease is held on a node only after the previous
+//! one ended there, so the next holder reads at least this token. Round two
+//! runs when the holder first asks for its token, not at the grant: it
+//! still runs while the lease is held (the commit checks the owner on each
+//! node, and the token counts only if a quorum took it before the
+//! deadline), and a token nobody asked for was never issued, so no later
+//! token has to exceed it. The default mutex claim is a plain `SET NX`
+//! that reads no counter, so for it round one waits for the ask as well
+//! (`lua/fence_read.lua`): holders that never use their token pay nothing,
+//! and one that does pays two rounds. Semaphore and reentrant claims read
+//! the counters in their acquire scripts; with one node those issue the
+//! token at once. The reentrant lock commits at the grant, since every hold
+//! of one holding must share the token. Counters are floored at the server
+//! clock (ms × 1024) where a node has none, so a node that restarted empty
+//! keeps issuing larger tokens, as long as node clocks differ by less than
+//! the restart quarantine.
 //!
 //! Every acquire script ends its ARGV with the fencing tail: `1` to issue
 //! the token on the node (one node) or `0` to report the counter, then the
@@ -67,6 +73,9 @@ pub(crate) struct LeaseSpec {
     pub(crate) eager_fence: bool,
     /// Fair mode: the queue its acquisitions wait in (see `line.rs`).
     pub(crate) line: Option<Line>,
+    /// Outside fair mode, claims run as plain commands rather than the
+    /// acquire script (a mutex: see [`Invocation::set_nx`]).
+    pub(crate) set_nx: bool,
 }
 
 /// Where fencing round two checks the lease and raises the counter (see
@@ -121,24 +130,33 @@ impl LeaseSpec {
     }
 
     fn release_call(&self, token: &str, holding: &Holding) -> Call {
-        let mut inv = invocation(self.release, &keys(&self.lease_keys));
-        if let Some(line) = &self.line {
-            line.keys(&mut inv);
-        }
+        let mut inv = invocation(self.release, &self.keys(&self.lease_keys));
         inv.arg(token)
             .arg(&self.channel)
             .arg(holding.release_args());
         Call::new(inv)
     }
 
+    /// Whether claims run as plain commands, which read no fencing counter.
+    fn plain_claims(&self) -> bool {
+        self.set_nx && self.line.is_none()
+    }
+
     /// The acquire script with its keys set, for a claim to add its
     /// arguments to.
     pub(crate) fn acquire_invocation(&self) -> Invocation {
-        let mut inv = invocation(self.acquire, &keys(&self.acquire_keys));
-        if let Some(line) = &self.line {
-            line.keys(&mut inv);
+        let keys = self.keys(&self.acquire_keys);
+        if self.plain_claims() {
+            Invocation::set_nx(&keys)
+        } else {
+            invocation(self.acquire, &keys)
         }
-        inv
+    }
+
+    /// A script's keys: its own, then in fair mode the queue's.
+    fn keys<'a>(&'a self, own: &'a [String]) -> Vec<&'a str> {
+        let line = self.line.iter().flat_map(Line::keys);
+        own.iter().map(String::as_str).chain(line).collect()
     }
 }
 
@@ -179,6 +197,9 @@ pub(crate) enum Fence {
     Issued(u64),
     /// To be committed on a quorum when first asked for (round two).
     Pending(u64),
+    /// Not read yet (a plain-command claim): round one runs when the token
+    /// is first asked for, round two after it.
+    Unread,
 }
 
 /// One acquisition attempt: round one, fencing round two on several
@@ -302,6 +323,9 @@ async fn fence(
         // tokens. Try again; a stale one expires with its TTL.
         return None;
     }
+    if spec.plain_claims() {
+        return Some(Fence::Unread);
+    }
     let top = first.yes().filter_map(|(_, p)| p.int(0)).max()?;
     let token = top.max(0) as u64 + 1;
     if !spec.eager_fence {
@@ -309,6 +333,32 @@ async fn fence(
     }
     let committed = commit_fence(nodes, spec, owner, holding, token, timing).await;
     (committed.is_ok() && Instant::now() < deadline).then_some(Fence::Issued(token))
+}
+
+/// Fencing round one, deferred (a plain-command claim read no counter):
+/// the counters where `owner` still holds the lease. The next token is the
+/// highest a quorum reports, plus one.
+pub(crate) async fn read_fence(
+    nodes: &Arc<Nodes>,
+    spec: &LeaseSpec,
+    owner: &str,
+    timing: Timing,
+) -> Result<u64> {
+    let target = &spec.fence;
+    let mut inv = invocation(
+        &scripts::FENCE_READ,
+        &[&target.lease_key, &target.counter_key],
+    );
+    inv.arg(owner);
+    let round = round::on_all(nodes, Call::new(inv), Need::Majority, timing.node_timeout).await;
+    if round.reached() {
+        let top = round.yes().filter_map(|(_, p)| p.int(0)).max().unwrap_or(0);
+        Ok(top.max(0) as u64 + 1)
+    } else if round.definitely_refused() {
+        Err(Error::NotHeld)
+    } else {
+        Err(round.shortfall(&spec.resource))
+    }
 }
 
 /// Fencing round two: raises the counters to `token` on the nodes where

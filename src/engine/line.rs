@@ -49,9 +49,10 @@ impl Line {
         })
     }
 
-    /// Adds the queue's keys to a call of an acquire or release script.
-    pub(crate) fn keys(&self, inv: &mut Invocation) {
-        inv.key(&self.order).key(&self.entries);
+    /// The queue's keys, as acquire and release scripts take them after
+    /// their own.
+    pub(crate) fn keys(&self) -> [&str; 2] {
+        [&self.order, &self.entries]
     }
 }
 
@@ -210,8 +211,7 @@ impl Drop for Leave {
         if !self.armed || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let mut inv = invocation(&scripts::FAIR_LEAVE, &[]);
-        self.line.keys(&mut inv);
+        let mut inv = invocation(&scripts::FAIR_LEAVE, &self.line.keys());
         inv.arg(&self.waiter).arg(&self.channel);
         let nodes = self.nodes.clone();
         let timeout = node_timeout(nodes.config());

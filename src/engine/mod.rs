@@ -31,7 +31,8 @@ pub(crate) mod scripts;
 mod wait;
 
 pub(crate) use lease_ops::{
-    Claim, Fence, FenceTarget, Grant, Holding, LeaseSpec, claim, commit_fence, extend, release,
+    Claim, Fence, FenceTarget, Grant, Holding, LeaseSpec, claim, commit_fence, extend, read_fence,
+    release,
 };
 pub(crate) use line::{Line, Waiter, wait_in_line};
 pub(crate) use node::{Call, Payload, Reply, invocation};

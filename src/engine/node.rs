@@ -142,6 +142,8 @@ pub(crate) struct Hello {
     /// When the handshake's answers arrived.
     pub(crate) at: Instant,
     pub(crate) primary: bool,
+    /// Its `redis_version`, as major and minor.
+    pub(crate) version: (u32, u32),
     /// Its persistence cannot lose an acknowledged write.
     pub(crate) durable: bool,
     /// The largest `max_ttl` recorded on it (ours included).
@@ -271,15 +273,26 @@ impl Node {
         Some(bound)
     }
 
-    /// Refuses a node that is not a primary.
+    /// Refuses a node that is not a primary, or older than Redis 7.0
+    /// (claims use `SET NX GET`).
     pub(crate) fn check_role(&self, hello: &Hello) -> Result<()> {
-        if hello.primary {
-            return Ok(());
+        if !hello.primary {
+            return Err(Error::config(
+                "nodes",
+                format!("{} is a replica; locks need primaries", self.addr),
+            ));
         }
-        Err(Error::config(
-            "nodes",
-            format!("{} is a replica; locks need primaries", self.addr),
-        ))
+        if hello.version < (7, 0) {
+            let (major, minor) = hello.version;
+            return Err(Error::config(
+                "nodes",
+                format!(
+                    "{} runs Redis {major}.{minor}; quorate needs 7.0 or later",
+                    self.addr
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Puts a connection in service; the node's grants count from
@@ -511,6 +524,7 @@ async fn handshake(
         uptime: Duration::from_secs(info.get("uptime_in_seconds").unwrap_or(0)),
         at: Instant::now(),
         primary: matches!(role, Role::Primary { .. }),
+        version: version(&info.get::<String>("redis_version").unwrap_or_default()),
         durable: false,
         recorded_max_ttl: Duration::ZERO,
         recorded_quarantine: None,
@@ -527,6 +541,13 @@ async fn handshake(
         .filter(|(run, _)| *run == hello.run_id)
         .map(|(_, left)| left);
     Ok(hello)
+}
+
+/// Major and minor of a `redis_version` such as `7.0.15`; (0, 0) when
+/// unreadable.
+fn version(text: &str) -> (u32, u32) {
+    let mut parts = text.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// Records our `max_ttl` on the node and reads its record: the largest
@@ -604,4 +625,17 @@ fn timeout_error() -> redis::RedisError {
         "no answer within the connect timeout",
     )
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_read_as_major_and_minor() {
+        assert_eq!(version("7.0.15"), (7, 0));
+        assert_eq!(version("7.2.4"), (7, 2));
+        assert!(version("6.2.14") < (7, 0));
+        assert_eq!(version(""), (0, 0));
+    }
 }

@@ -170,17 +170,16 @@ impl Round {
         &self,
         key: impl Fn(&Payload) -> K,
     ) -> Option<(K, Vec<usize>)> {
-        let mut groups: Vec<(K, Vec<usize>)> = Vec::new();
-        for (i, payload) in self.yes() {
-            let k = key(payload);
-            match groups.iter_mut().find(|(g, _)| *g == k) {
-                Some((_, nodes)) => nodes.push(i),
-                None => groups.push((k, vec![i])),
-            }
-        }
-        groups
-            .into_iter()
-            .find(|(_, nodes)| nodes.len() >= self.need)
+        let keyed: Vec<(usize, K)> = self.yes().map(|(i, p)| (i, key(p))).collect();
+        let at = keyed
+            .iter()
+            .position(|(_, k)| keyed.iter().filter(|(_, other)| other == k).count() >= self.need)?;
+        let nodes = keyed
+            .iter()
+            .filter(|(_, other)| *other == keyed[at].1)
+            .map(|(i, _)| *i)
+            .collect();
+        keyed.into_iter().nth(at).map(|(_, k)| (k, nodes))
     }
 
     /// The shortest lease left among the holders that refused us: a refusal

@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, RedisResult, ToRedisArgs};
+use redis::{Arg, Cmd, RedisResult, ToRedisArgs, Value};
 
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
@@ -62,21 +62,35 @@ impl Lua {
     }
 }
 
-/// One call of a script: its keys and arguments, encoded once.
+/// What an invocation runs.
+#[derive(Clone, Copy)]
+enum Program {
+    Script(&'static Lua),
+    /// The default mutex claim, in plain commands rather than a script
+    /// (see [`Invocation::set_nx`]).
+    SetNx,
+}
+
+/// One call of a script, built once in the form it is sent in:
+/// `EVALSHA sha numkeys keys... args...`, shared by the requests of a
+/// round to every node.
 #[derive(Clone)]
 pub(crate) struct Invocation {
-    lua: &'static Lua,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+    program: Program,
+    keys: usize,
+    cmd: Cmd,
 }
 
 impl std::fmt::Debug for Invocation {
     /// Only counts: keys and arguments may carry owner tokens.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Invocation")
-            .field("script", self.lua)
-            .field("keys", &self.keys.len())
-            .field("args", &self.args.len())
+        let mut d = f.debug_struct("Invocation");
+        match self.program {
+            Program::Script(lua) => d.field("script", lua),
+            Program::SetNx => d.field("commands", &"SET NX"),
+        };
+        d.field("keys", &self.keys)
+            .field("args", &(self.cmd.args_iter().len() - 3 - self.keys))
             .finish()
     }
 }
@@ -84,37 +98,75 @@ impl std::fmt::Debug for Invocation {
 impl Invocation {
     /// A call of `lua` with its `KEYS`.
     pub(crate) fn new(lua: &'static Lua, keys: &[&str]) -> Invocation {
+        Invocation::of(Program::Script(lua), lua, keys)
+    }
+
+    fn of(program: Program, lua: &'static Lua, keys: &[&str]) -> Invocation {
+        // Room for the arguments scripts take, so building does not grow.
+        let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
+        let mut cmd = Cmd::with_capacity(keys.len() + 12, key_bytes + 256);
+        cmd.arg("EVALSHA").arg(lua.sha()).arg(keys.len()).arg(keys);
         Invocation {
-            lua,
-            keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
-            args: Vec::new(),
+            program,
+            keys: keys.len(),
+            cmd,
         }
     }
 
-    /// Appends to `KEYS`.
-    pub(crate) fn key(&mut self, key: &str) -> &mut Invocation {
-        self.keys.push(key.as_bytes().to_vec());
-        self
+    /// The default mode's mutex claim, with the keys and arguments of an
+    /// acquire script: `KEYS = {lock, fencing counter}`, `ARGV = {owner
+    /// token, ttl ms, fencing tail}`; it replies as `lua/mutex_acquire.lua`
+    /// would, without a fence: `{1}` or `{0, pttl}`.
+    ///
+    /// It is one plain command, `SET lock token NX PX ttl GET`, which a
+    /// node serves in a fraction of a script's time: the `SET` decides the
+    /// grant, and its `GET` returns the holder, or our own token when a
+    /// retried claim finds that it landed before. Only when busy does a
+    /// `PTTL` follow, for the wait. The fencing counter is read when the
+    /// token is first asked for (`lua/fence_read.lua`), while the lease is
+    /// held.
+    pub(crate) fn set_nx(keys: &[&str]) -> Invocation {
+        // Built as the fair claim's script call, whose keys and arguments
+        // it takes; never sent as one.
+        Invocation::of(Program::SetNx, &MUTEX_ACQUIRE, keys)
     }
 
     /// Appends to `ARGV`.
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Invocation {
-        arg.write_redis_args(&mut self.args);
+        self.cmd.arg(arg);
         self
     }
 
-    fn cmd(&self, name: &str, script: &str) -> Cmd {
-        let mut cmd = redis::cmd(name);
-        cmd.arg(script)
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
+    /// The EVALSHA command, to pipeline with others.
+    ///
+    /// # Panics
+    ///
+    /// For a plain-command claim, which is never pipelined with others.
+    pub(crate) fn evalsha(&self) -> Cmd {
+        match self.program {
+            Program::Script(_) => self.cmd.clone(),
+            Program::SetNx => unreachable!("claims are sent alone"),
+        }
+    }
+
+    /// The same call as EVAL with the whole source.
+    fn eval(&self, lua: &Lua) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(lua.source());
+        for arg in self.cmd.args_iter().skip(2) {
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
         cmd
     }
 
-    /// The EVALSHA command, to pipeline.
-    pub(crate) fn evalsha(&self) -> Cmd {
-        self.cmd("EVALSHA", self.lua.sha())
+    /// Argument `i` of the command as sent (0: `EVALSHA`).
+    fn part(&self, i: usize) -> &[u8] {
+        match self.cmd.args_iter().nth(i) {
+            Some(Arg::Simple(bytes)) => bytes,
+            _ => &[],
+        }
     }
 
     /// EVALSHA, and EVAL with the source if the node lost its scripts.
@@ -122,26 +174,96 @@ impl Invocation {
         &self,
         conn: &mut impl ConnectionLike,
     ) -> RedisResult<T> {
-        match self.evalsha().query_async(conn).await {
-            Err(e) if e.kind() == NO_SCRIPT => {
-                self.cmd("EVAL", self.lua.source()).query_async(conn).await
-            }
+        let lua = match self.program {
+            Program::Script(lua) => lua,
+            Program::SetNx => return Ok(redis::from_redis_value(self.set_nx_run(conn).await?)?),
+        };
+        match self.cmd.query_async(conn).await {
+            Err(e) if e.kind() == NO_SCRIPT => self.eval(lua).query_async(conn).await,
             other => other,
         }
+    }
+
+    /// Runs a plain-command claim; replies as a script would.
+    async fn set_nx_run(&self, conn: &mut impl ConnectionLike) -> RedisResult<Value> {
+        // EVALSHA sha 2 lock counter token ttl ...
+        let (lock, token, ttl) = (self.part(3), self.part(5), self.part(6));
+        let before: Option<Vec<u8>> = redis::cmd("SET")
+            .arg(lock)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .arg("GET")
+            .query_async(conn)
+            .await?;
+        if before.is_none_or(|holder| holder == token) {
+            return Ok(Value::Array(vec![Value::Int(1)]));
+        }
+        let pttl: i64 = redis::cmd("PTTL").arg(lock).query_async(conn).await?;
+        Ok(Value::Array(vec![Value::Int(0), Value::Int(pttl)]))
     }
 }
 
 pub(crate) const NO_SCRIPT: redis::ErrorKind =
     redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
 
-/// The prelude folded onto one line, then the script.
+/// The prelude's helpers that `body` calls, directly or through each
+/// other, folded onto one line, then the script. Every helper costs each
+/// call of a script that defines it, so a script carries only its own.
 fn source(body: &str) -> String {
-    let prelude: Vec<&str> = PRELUDE
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+    let helpers = helpers(PRELUDE);
+    let mut used = vec![false; helpers.len()];
+    // A helper calls only those defined before it: walk back from the last.
+    for i in (0..helpers.len()).rev() {
+        let name = helpers[i].0;
+        used[i] = calls(body, name)
+            || (i + 1..helpers.len()).any(|j| used[j] && calls(&helpers[j].1, name));
+    }
+    let prelude: Vec<&str> = helpers
+        .iter()
+        .zip(&used)
+        .filter(|(_, used)| **used)
+        .map(|((_, code), _)| code.as_str())
         .collect();
+    if prelude.is_empty() {
+        return body.to_owned();
+    }
     format!("{} {body}", prelude.join(" "))
+}
+
+/// The prelude's helpers, each as its name and its code on one line,
+/// comments dropped.
+fn helpers(prelude: &str) -> Vec<(&str, String)> {
+    let mut helpers: Vec<(&str, String)> = Vec::new();
+    for line in prelude.lines() {
+        let code = line.trim();
+        if code.is_empty() || code.starts_with("--") {
+            continue;
+        }
+        match code.strip_prefix("local function ") {
+            Some(rest) => {
+                let name = rest.split('(').next().unwrap_or_default();
+                helpers.push((name, code.to_owned()));
+            }
+            None => {
+                if let Some((_, text)) = helpers.last_mut() {
+                    text.push(' ');
+                    text.push_str(code);
+                }
+            }
+        }
+    }
+    helpers
+}
+
+/// Whether `code` calls the function `name`.
+fn calls(code: &str, name: &str) -> bool {
+    code.match_indices(name).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + name.len()..].chars().next();
+        after == Some('(') && !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 macro_rules! scripts {
@@ -162,6 +284,7 @@ scripts! {
     MUTEX_ACQUIRE => "mutex_acquire",
     MUTEX_EXTEND => "mutex_extend",
     MUTEX_RELEASE => "mutex_release",
+    FENCE_READ => "fence_read",
     FENCE_COMMIT => "fence_commit",
     SEMAPHORE_ACQUIRE => "semaphore_acquire",
     SEMAPHORE_EXTEND => "semaphore_extend",
@@ -203,13 +326,44 @@ mod tests {
                 "{}",
                 lua.name
             );
+        }
+    }
+
+    #[test]
+    fn a_script_carries_the_helpers_it_calls_and_theirs_only() {
+        let sent = MUTEX_ACQUIRE.source();
+        for needed in [
+            "mint_fence",
+            "fence_floor",
+            "server_ms",
+            "fair_turn",
+            "fair_front",
+        ] {
             assert!(
-                sent.lines()
-                    .next()
-                    .unwrap()
-                    .contains("local function server_ms")
+                sent.contains(&format!("local function {needed}(")),
+                "{needed}"
             );
         }
+        for unused in ["barrier_settle", "semaphore_reap", "fair_wake"] {
+            assert!(
+                !sent.contains(&format!("local function {unused}(")),
+                "{unused}"
+            );
+        }
+        assert_eq!(MUTEX_EXTEND.source().matches("local function").count(), 1);
+    }
+
+    #[test]
+    fn every_helper_is_defined_before_its_callers() {
+        let helpers = helpers(PRELUDE);
+        for (i, (_, code)) in helpers.iter().enumerate() {
+            for (later, _) in &helpers[i..] {
+                assert!(
+                    !calls(code, later) || code.starts_with(&format!("local function {later}("))
+                );
+            }
+        }
+        assert!(calls("x = f(1)", "f") && !calls("x = gf(1)", "f") && !calls("f = 1", "f"));
     }
 
     #[test]
