@@ -329,25 +329,38 @@ impl Shared {
     /// while the lease is valid.
     async fn fencing_token(&self) -> Result<u64> {
         let commit = || async {
-            if !self.is_valid() {
-                return Err(Error::NotHeld);
-            }
-            let timing = self.snapshot().timing;
-            let nodes = self.quorum.nodes();
-            let token = match self.pending_fence {
-                Some(token) => token,
-                None => engine::read_fence(nodes, &self.spec, &self.token, timing).await?,
-            };
-            engine::commit_fence(nodes, &self.spec, &self.token, &self.holding, token, timing)
-                .await?;
-            // The token counts only if it was committed while the lease held.
-            if self.is_valid() {
-                Ok(token)
-            } else {
-                Err(Error::NotHeld)
+            // A round that fell short for want of answers is tried again
+            // while the lease lives: both rounds may run twice harmlessly
+            // (a token committed on too few nodes was never issued).
+            let mut tries = 0;
+            loop {
+                match self.fence_rounds().await {
+                    Err(Error::Quorum(_)) if tries < 2 && self.is_valid() => tries += 1,
+                    other => return other,
+                }
             }
         };
         self.fence.get_or_try_init(commit).await.copied()
+    }
+
+    /// Fencing round one if the claim read no counter, then round two.
+    async fn fence_rounds(&self) -> Result<u64> {
+        if !self.is_valid() {
+            return Err(Error::NotHeld);
+        }
+        let timing = self.snapshot().timing;
+        let nodes = self.quorum.nodes();
+        let token = match self.pending_fence {
+            Some(token) => token,
+            None => engine::read_fence(nodes, &self.spec, &self.token, timing).await?,
+        };
+        engine::commit_fence(nodes, &self.spec, &self.token, &self.holding, token, timing).await?;
+        // The token counts only if it was committed while the lease held.
+        if self.is_valid() {
+            Ok(token)
+        } else {
+            Err(Error::NotHeld)
+        }
     }
 
     async fn extend(&self, timing: Timing) -> Result<()> {
@@ -504,10 +517,13 @@ impl Lease {
     /// protect and have it refuse writes carrying a smaller token than one
     /// it has seen.
     ///
-    /// On one node the token is issued with the lease. On several, the
-    /// first call commits it on a majority (one round, while the lease is
-    /// held) and later calls return it at once: holders that never ask pay
-    /// nothing for it.
+    /// The first call issues it while the lease is held, and later calls
+    /// return it at once: holders that never ask pay nothing for it. A
+    /// mutex's first call takes two rounds (read the counters, commit the
+    /// next token on a majority); a semaphore permit's one round (its
+    /// acquisition read them), none on one node; a reentrant lock's token
+    /// is issued with the lease. A round that falls short for want of
+    /// answers is tried twice more while the lease lives.
     ///
     /// Tokens are floored at the nodes' clocks (milliseconds × 1024), so they
     /// keep increasing even after a node restarts without persistence, as

@@ -991,11 +991,15 @@ async fn s5_a_permit_whose_grant_reply_was_lost_frees_every_slot_at_release() {
     }
     let permit = permit.unwrap();
     heal(&v.proxies);
-    let mine = owners_on(&servers, 2, NAME).await;
-    assert!(
-        mine.iter().any(|(slot, _)| slot == "1"),
-        "node 2 granted slot 1: {mine:?}"
-    );
+    // The grant on node 2 may still be on its way there.
+    let granted = common::eventually(Duration::from_secs(1), || async {
+        owners_on(&servers, 2, NAME)
+            .await
+            .iter()
+            .any(|(slot, _)| slot == "1")
+    })
+    .await;
+    assert!(granted, "node 2 granted slot 1: {:?}", owners_on(&servers, 2, NAME).await);
     permit.release().await.unwrap();
     let left = owners_on(&servers, 2, NAME).await;
     assert_eq!(

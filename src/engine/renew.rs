@@ -24,6 +24,10 @@ use crate::config::Timing;
 /// The longest a renewal is brought forward to share a batch.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Time a batch is given per renewal in it, beyond the per-node timeout:
+/// several times what a node takes to run one extend script.
+const PER_CALL: Duration = Duration::from_micros(20);
+
 /// Takes a lease into the renewals of `nodes`, starting their task on first
 /// use.
 pub(crate) fn register(nodes: &Arc<Nodes>, lease: Weak<dyn Renewable>) {
@@ -33,8 +37,20 @@ pub(crate) fn register(nodes: &Arc<Nodes>, lease: Weak<dyn Renewable>) {
     });
 }
 
+/// How early a lease with this renewal period may be renewed, and how far
+/// apart batches for it may be.
+fn slack(period: Duration) -> Duration {
+    TICK.min(period / 4)
+}
+
 /// The renewal task: until its quorum is dropped.
+///
+/// Batches are a tick apart at least (less for leases that renew more
+/// often): a batch takes every lease due within its slack, so the next one
+/// need not come sooner, and leases falling due while one is in flight
+/// wait for the next rather than make a batch each.
 async fn run(nodes: Weak<Nodes>) {
+    let mut last: Option<(Instant, Duration)> = None;
     loop {
         let Some(shared) = nodes.upgrade() else {
             return;
@@ -43,8 +59,21 @@ async fn run(nodes: Weak<Nodes>) {
         let registered = wake.notified();
         tokio::pin!(registered);
         registered.as_mut().enable();
-        let (due, next) = shared.renewals().due(|period| TICK.min(period / 4));
+        let (due, next) = shared.renewals().due(slack);
         if !due.is_empty() {
+            let gap = due
+                .iter()
+                .filter_map(|lease| lease.due())
+                .map(|(_, period)| slack(period))
+                .min()
+                .unwrap_or(TICK);
+            let earliest = last.map(|(at, last_gap)| at + gap.min(last_gap));
+            if let Some(wait) = earliest.and_then(|e| e.checked_duration_since(Instant::now())) {
+                drop(shared);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            last = Some((Instant::now(), gap));
             renew(&shared, due).await;
             continue;
         }
@@ -67,11 +96,14 @@ async fn run(nodes: Weak<Nodes>) {
 async fn renew(nodes: &Arc<Nodes>, due: Vec<Arc<dyn Renewable>>) {
     let t1 = Instant::now();
     let renewals: Vec<(Call, Timing)> = due.iter().map(|lease| lease.renewal()).collect();
+    // A node serves a batch call by call: a large one gets time for each,
+    // or it would time out as a whole, and be retried, again and again.
     let timeout = renewals
         .iter()
         .map(|(_, timing)| timing.node_timeout)
         .min()
-        .unwrap_or(TICK);
+        .unwrap_or(TICK)
+        + PER_CALL * renewals.len() as u32;
     let calls: Vec<Call> = renewals.iter().map(|(call, _)| call.clone()).collect();
     let per_node =
         join_all((0..nodes.len()).map(|i| nodes.node(i).invoke_batch(&calls, timeout))).await;

@@ -1,8 +1,8 @@
 //! How a blocked caller waits: a local queue, push wake-ups, retry-after,
 //! jittered backoff.
 //!
-//! A waiter tries once, and after a miss joins its resource's queue in this
-//! process (see `queue.rs`): only the head attempts on Redis, so ten
+//! A waiter joins its resource's queue in this process (see `queue.rs`)
+//! and only the head attempts on Redis, so ten
 //! thousand waiters cost what one does, and a holder's release or extension
 //! never queues behind their attempts. The head subscribes to the
 //! resource's channel (see `notify.rs`) and sleeps until a wake-up, a local
@@ -86,10 +86,19 @@ where
 {
     let deadline = timeout.map(|t| Instant::now() + t);
     let timed_out = || Error::Timeout(timeout.unwrap_or_default());
-    if let Attempt::Done(t) = attempt().await? {
+    // Boxed, so a waiter asleep in the queue keeps only its small state,
+    // not room for an attempt in flight.
+    let mut attempt = move || Box::pin(attempt());
+    // In the queue from the start: behind waiters of this process an
+    // attempt would be in vain, and would barge ahead of them.
+    let mut ticket = nodes.queues().join(channel);
+    if ticket.is_head()
+        && !ticket.held_here()
+        && let Attempt::Done(t) = attempt().await?
+    {
+        ticket.acquired();
         return Ok(t);
     }
-    let mut ticket = nodes.queues().join(channel);
     // Behind the head: wait for the turn, at no cost to Redis.
     while !ticket.is_head() {
         let turn = ticket.notify.notified();
