@@ -38,6 +38,7 @@ use crate::engine::{self, Call, Payload, Reply, Round, backoff, invocation, rand
 use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::lease::owner_token;
+use crate::observe::{self, Subject};
 use crate::quorum::Quorum;
 
 /// A distributed cyclic barrier: `parties` waiters across processes block
@@ -182,6 +183,11 @@ impl Barrier {
     }
 
     async fn wait_inner(&self, timeout: Option<Duration>) -> Result<BarrierWaitResult> {
+        let subject = Subject::new("barrier", &self.name);
+        observe::waiting(subject, self.arrive_and_wait(timeout)).await
+    }
+
+    async fn arrive_and_wait(&self, timeout: Option<Duration>) -> Result<BarrierWaitResult> {
         let party = Party {
             barrier: self,
             keys: self.keys.as_ref().map_err(Clone::clone)?,

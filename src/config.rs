@@ -1,5 +1,7 @@
 //! Settings of a [`Quorum`](crate::Quorum): plain data with documented
-//! defaults, loadable with serde (durations as `{ secs, nanos }`).
+//! defaults, (de)serialized with serde, durations written the way people
+//! write them (`"30s"`, `"250ms"`). With the `config` feature they load
+//! from a TOML file and `QUORATE_*` environment variables (`load.rs`).
 
 use std::time::Duration;
 
@@ -7,21 +9,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Settings shared by every primitive of one [`Quorum`](crate::Quorum).
+#[cfg(feature = "config")]
+mod load;
+
+/// Settings shared by every primitive of one [`Quorum`](crate::Quorum), and
+/// the nodes it connects to.
 ///
-/// Build it with `Config::default()` and struct update syntax, or through
-/// [`QuorumBuilder`](crate::QuorumBuilder). It is checked when the quorum is
-/// built; a per-primitive TTL is checked against it before the first
-/// operation.
+/// Build it with `Config::default()` and struct update syntax, through
+/// [`QuorumBuilder`](crate::QuorumBuilder), or (feature `config`) from a
+/// TOML file and the environment. It is checked when the quorum is built;
+/// a per-primitive TTL is checked against it before the first operation.
+///
+/// With serde, durations are strings such as `"30s"`, `"250ms"` or
+/// `"1m 30s"` ([`humantime`](https://docs.rs/humantime) syntax), and a
+/// field quorate does not know is an error, so a typo never leaves a
+/// setting at its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use quorate::Config;
+///
+/// let config = Config {
+///     nodes: vec!["redis://10.0.0.1".into(), "redis://10.0.0.2".into(), "redis://10.0.0.3".into()],
+///     ttl: Duration::from_secs(30),
+///     key_prefix: "myapp:".into(),
+///     ..Config::default()
+/// };
+/// assert_eq!(config.max_ttl, Config::DEFAULT_MAX_TTL);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The nodes' URLs (`redis://host:port/db`, `rediss://...`,
+    /// `redis+unix:///path`), for [`Quorum::from_config`](crate::Quorum::from_config).
+    /// Nodes added to a [`QuorumBuilder`](crate::QuorumBuilder) join them.
+    /// Default: none. Environment: `QUORATE_NODES`, comma-separated.
+    pub nodes: Vec<String>,
     /// Lease time-to-live used when a primitive does not set its own.
     /// Default: [`Config::DEFAULT_TTL`] (10 s).
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// How long one node may take to answer one request before its vote
     /// counts as a failure. `None` picks `min(50 ms, ttl / 20)` per lease.
     /// It must not exceed a tenth of the TTL. Default: `None`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub node_timeout: Option<Duration>,
     /// Clock drift allowance as a fraction of the TTL, in `[0, 1)`. A lease
     /// is valid for `ttl - elapsed - (ttl * drift_factor + 2 ms)`.
@@ -29,13 +60,17 @@ pub struct Config {
     pub drift_factor: f64,
     /// First backoff between attempts of a waiting call when no wake-up
     /// arrives; it doubles up to `max_retry_delay`. Default: 50 ms.
+    #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
     /// Random extra delay added to each backoff, so waiters do not retry in
     /// lockstep. Default: 50 ms.
+    #[serde(with = "humantime_serde")]
     pub retry_jitter: Duration,
     /// Longest backoff between attempts. Default: 1 s.
+    #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
     /// Time allowed to open a connection to a node. Default: 1 s.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The longest lease TTL any process of the deployment uses, and so the
     /// restart quarantine: a node that restarted without durable
@@ -46,6 +81,7 @@ pub struct Config {
     /// and takes the largest one recorded as the deployment's bound, so a
     /// process with short leases still waits out another's long ones. No
     /// lease may ask for more. Default: [`Config::DEFAULT_MAX_TTL`] (60 s).
+    #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
     /// Accept an even number of nodes. `N = 4` tolerates one failure, like
     /// `N = 3`, at a higher cost, so it is refused unless set. Default: false.
@@ -178,6 +214,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            nodes: Vec::new(),
             ttl: Self::DEFAULT_TTL,
             node_timeout: None,
             drift_factor: Self::DEFAULT_DRIFT_FACTOR,
@@ -190,6 +227,32 @@ impl Default for Config {
             key_prefix: String::new(),
             restart_quarantine: true,
         }
+    }
+}
+
+// Beside the settings it reads, so loading and connecting read as one story.
+impl crate::Quorum {
+    /// Connects to `config.nodes` with `config`'s settings.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> quorate::Result<()> {
+    /// let config = quorate::Config::from_file("quorate.toml")?.with_env()?;
+    /// let q = quorate::Quorum::from_config(&config).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumBuilder::build`](crate::QuorumBuilder::build).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`QuorumBuilder::build`](crate::QuorumBuilder::build).
+    pub async fn from_config(config: &Config) -> Result<crate::Quorum> {
+        crate::Quorum::builder()
+            .config(config.clone())
+            .build()
+            .await
     }
 }
 

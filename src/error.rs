@@ -21,6 +21,22 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// Configuration could not be loaded (feature `config`): a file that
+    /// cannot be read or is not TOML, a field quorate does not know, a value
+    /// of the wrong type, a duration without a unit. Raised before any
+    /// network I/O.
+    #[cfg(feature = "config")]
+    #[error("{origin}: {}{reason}", field.as_deref().map(|f| format!("invalid {f}: ")).unwrap_or_default())]
+    ConfigLoad {
+        /// Where it came from: the file's path, or the environment
+        /// variable (`QUORATE_TTL`).
+        origin: String,
+        /// The field, as named in [`Config`](crate::Config), when one is
+        /// to blame.
+        field: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
     /// An argument of a call is out of range. Raised before any network I/O.
     #[error("invalid argument {name}: {reason}")]
     InvalidArgument {
@@ -101,6 +117,10 @@ impl Error {
 
     /// True for errors raised before any network I/O because of bad input.
     pub fn is_invalid_input(&self) -> bool {
+        #[cfg(feature = "config")]
+        if let Error::ConfigLoad { .. } = self {
+            return true;
+        }
         matches!(
             self,
             Error::InvalidConfig { .. } | Error::InvalidArgument { .. } | Error::CrossSlot { .. }

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::{Keys, MAX_KEY_LEN};
 use crate::lease::owner_token;
+use crate::observe::Subject;
 use crate::quorum::Quorum;
 
 /// A distributed countdown latch: it opens once `count` distinct
@@ -146,7 +147,7 @@ impl Latch {
         let call = self.count_down_call(plan, &[id]);
         let nodes = self.quorum.nodes();
         let deadline = Some(self.quorum.config().ttl);
-        engine::wait_for(nodes, &plan.channel, deadline, || async {
+        engine::wait_for(nodes, self.subject(), &plan.channel, deadline, || async {
             Attempt::retry_on_quorum(self.record(plan, call.clone()).await)
         })
         .await
@@ -196,10 +197,14 @@ impl Latch {
         self.plan.as_ref().map_err(Clone::clone)
     }
 
+    fn subject(&self) -> Subject<'_> {
+        Subject::new("latch", &self.name)
+    }
+
     async fn wait_inner(&self, timeout: Option<Duration>) -> Result<()> {
         let plan = self.plan()?;
         let nodes = self.quorum.nodes();
-        engine::wait_for(nodes, &plan.channel, timeout, || async {
+        engine::wait_for(nodes, self.subject(), &plan.channel, timeout, || async {
             match Attempt::retry_on_quorum(self.remaining(plan).await)? {
                 Attempt::Done(0) => Ok(Attempt::Done(())),
                 Attempt::Done(_) => Ok(Attempt::Busy { retry_after: None }),

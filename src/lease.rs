@@ -36,6 +36,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::key::Keys;
+use crate::observe;
 use crate::quorum::Quorum;
 
 /// What a lease primitive supplies to [`Leases`].
@@ -154,9 +155,13 @@ impl<K: Kind> Leases<K> {
         let plan = self.plan()?;
         self.kind.check(ask)?;
         let nodes = self.quorum.nodes();
-        engine::wait_for(nodes, &plan.spec.channel, timeout, || {
-            self.attempt(plan, ask)
-        })
+        engine::wait_for(
+            nodes,
+            plan.spec.subject(),
+            &plan.spec.channel,
+            timeout,
+            || self.attempt(plan, ask),
+        )
         .await
     }
 
@@ -278,6 +283,7 @@ impl Shared {
                 renewed = true;
             }
         });
+        observe::extension(self.spec.subject(), renewed);
         renewed
     }
 
@@ -335,7 +341,7 @@ impl Shared {
             s.ended = true;
         });
         if lost {
-            tracing::warn!(resource = %self.spec.resource, why, "lease lost");
+            observe::lost(self.spec.subject(), why);
         }
     }
 
@@ -345,6 +351,7 @@ impl Shared {
     async fn release(&self) -> Result<()> {
         let valid = self.is_valid();
         self.end();
+        observe::released(self.spec.subject(), self.granted.elapsed());
         if let Some(stragglers) = self.stragglers.clone() {
             stragglers.await;
         }
@@ -396,7 +403,7 @@ impl Renewable for Shared {
                 if left.is_zero() {
                     return self.lose("no renewal reached a quorum before the deadline");
                 }
-                tracing::debug!(resource = %self.spec.resource, error = %e, "renewal failed; retrying");
+                observe::renewal_failed(self.spec.subject(), &e);
                 Instant::now() + self.quorum.config().retry_delay.min(left / 2)
             }
         };

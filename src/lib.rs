@@ -105,7 +105,11 @@ mod error;
 mod key;
 mod latch;
 mod lease;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod mutex;
+mod observe;
 mod quorum;
 mod reentrant;
 mod semaphore;

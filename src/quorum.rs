@@ -126,7 +126,9 @@ impl QuorumBuilder {
         self
     }
 
-    /// Replaces all settings.
+    /// Replaces all settings. The nodes of `config.nodes` are connected to
+    /// as well as those added with [`node`](Self::node) and
+    /// [`nodes`](Self::nodes).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -209,8 +211,9 @@ impl QuorumBuilder {
     ///
     /// Cancel safe: a dropped call leaves nothing behind but the record of
     /// this process's `max_ttl` on the nodes it reached.
-    pub async fn build(self) -> Result<Quorum> {
-        let nodes = Nodes::connect(&self.urls, self.config).await?;
+    pub async fn build(mut self) -> Result<Quorum> {
+        self.config.nodes.append(&mut self.urls);
+        let nodes = Nodes::connect(&self.config.nodes.clone(), self.config).await?;
         Ok(Quorum { nodes })
     }
 }

@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisResult, ToRedisArgs};
 
+use crate::observe;
+
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
 /// One script as loaded: the prelude on its first line, then the file.
@@ -118,7 +120,8 @@ impl Invocation {
     ) -> RedisResult<T> {
         match self.evalsha().query_async(conn).await {
             Err(e) if e.kind() == NO_SCRIPT => {
-                self.cmd("EVAL", self.lua.source()).query_async(conn).await
+                let eval = self.cmd("EVAL", self.lua.source());
+                observe::script_reload(self.lua.name(), eval.query_async(conn)).await
             }
             other => other,
         }
