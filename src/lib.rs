@@ -99,6 +99,9 @@
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 mod barrier;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod config;
 mod engine;
 mod error;

@@ -1,3 +1,5 @@
-fn main() {
-    println!("stub");
+//! The `quorate` command-line inspector; see `quorate --help`.
+
+fn main() -> std::process::ExitCode {
+    quorate::cli::main()
 }
