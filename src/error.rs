@@ -26,6 +26,7 @@ pub enum Error {
     /// of the wrong type, a duration without a unit. Raised before any
     /// network I/O.
     #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     #[error("{origin}: {}{reason}", field.as_deref().map(|f| format!("invalid {f}: ")).unwrap_or_default())]
     ConfigLoad {
         /// Where it came from: the file's path, or the environment

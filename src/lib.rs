@@ -96,6 +96,7 @@
     unreachable_pub
 )]
 #![deny(unused_must_use)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 mod barrier;
@@ -118,6 +119,7 @@ mod reentrant;
 mod semaphore;
 
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 pub use barrier::{Barrier, BarrierWaitResult};

@@ -65,6 +65,7 @@ impl Origins {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl Config {
     /// The prefix of the environment variables [`with_env`](Self::with_env)
     /// reads.
@@ -287,16 +288,40 @@ fn parse_named(origin: &str, text: &str) -> Result<Config> {
 
 /// Turns the merged table into settings, and checks them.
 fn parse(table: Table, origins: &Origins) -> Result<Config> {
+    let durations = duration_texts(&table);
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let message = one_line(e.inner().message());
+        let field = e.path().to_string();
         let (field, reason) = match unknown_field(&message) {
             Some(name) => (name.to_owned(), "unknown field".to_owned()),
-            None => (e.path().to_string(), message),
+            None => {
+                let why = durations.iter().find(|(f, _)| *f == field);
+                let reason = why.and_then(|(_, text)| duration_reason(text));
+                (field, reason.unwrap_or(message))
+            }
         };
         load_error(&origins.of(&field), Some(&field), reason)
     })?;
     config.validate()?;
     Ok(config)
+}
+
+/// The text of every duration field: serde's error for one that does not
+/// parse says only "expected a duration", humantime's says why.
+fn duration_texts(table: &Table) -> Vec<(&'static str, String)> {
+    FIELDS
+        .iter()
+        .filter(|(_, kind)| matches!(kind, Kind::Duration))
+        .filter_map(|(field, _)| match table.get(*field) {
+            Some(Value::String(text)) => Some((*field, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn duration_reason(text: &str) -> Option<String> {
+    let e = humantime_serde::re::humantime::parse_duration(text).err()?;
+    Some(format!("{text:?} is not a duration: {e}"))
 }
 
 /// The field serde named unknown: a typo's name is reported as the field.

@@ -25,7 +25,7 @@
 //!   long lets a second holder in, even if the run never shows the overlap.
 //!   [`sampled`](History::sampled) records the guard's deadline next to
 //!   each node's expiry of the key, read straight from the servers.
-//! - **lost**: once [`lost()`](crate::MutexGuard::lost) fired, the lease is
+//! - **lost**: once [`lost()`](crate::Lease::lost) fired, the lease is
 //!   never reported valid again.
 //!
 //! # Times come from the library
@@ -320,7 +320,7 @@ impl History {
         self.push(Event::Released { id, at });
     }
 
-    /// Records that the guard's [`lost()`](crate::MutexGuard::lost) future
+    /// Records that the guard's [`lost()`](crate::Lease::lost) future
     /// completed at `at` (take the instant when it completes). The window
     /// ends there: the library told the holder to stop. Stop watching before
     /// releasing, since `lost()` also completes at release.
