@@ -53,10 +53,9 @@ pub(crate) fn acquire_span(s: Subject<'_>) -> Span {
     )
 }
 
-/// Records round one's per-node votes on the current span, when something
-/// listens (the tally is built only then).
-pub(crate) fn votes(tally: impl FnOnce() -> Tally) {
-    let span = Span::current();
+/// Records a round's per-node votes on `span`, when something listens
+/// (the tally is built only then).
+pub(crate) fn votes(span: &Span, tally: impl FnOnce() -> Tally) {
     if span.is_disabled() {
         return;
     }

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::node::{Call, invocation};
 use super::nodes::Nodes;
@@ -184,7 +184,9 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
     let subject = spec.subject();
     let started = Instant::now();
     let span = observe::acquire_span(subject);
-    let attempt = claim_once(nodes, claim).instrument(span.clone()).await;
+    let attempt = claim_once(nodes, claim, &span)
+        .instrument(span.clone())
+        .await;
     span.in_scope(|| match &attempt {
         Ok(Attempt::Done(_)) => observe::granted(subject, started.elapsed()),
         Ok(Attempt::Busy { retry_after }) => observe::contended(subject, *retry_after),
@@ -194,7 +196,7 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
     attempt
 }
 
-async fn claim_once(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Grant>> {
+async fn claim_once(nodes: &Arc<Nodes>, claim: Claim, span: &Span) -> Result<Attempt<Grant>> {
     let Claim {
         spec,
         token,
@@ -211,7 +213,7 @@ async fn claim_once(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Grant>> 
     let timeout = timing.node_timeout;
     let mut first = round::on_all(nodes, Call::grant(acquire), Need::Majority, timeout).await;
     undo.after = first.stragglers();
-    observe::votes(|| first.tally(false));
+    observe::votes(span, || first.tally(false));
     let mut verdict = Verdict::of(&first);
     if first.reached() && !verdict.settled() {
         // The votes in hand disagree; the stragglers may settle it.
@@ -380,7 +382,7 @@ pub(crate) async fn extend(
     let round = round::on_all(nodes, call, Need::Majority, timing.node_timeout)
         .instrument(span.clone())
         .await;
-    span.in_scope(|| observe::votes(|| round.tally(false)));
+    observe::votes(&span, || round.tally(false));
     extend_outcome(&round, t1, timing)
 }
 
