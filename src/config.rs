@@ -101,16 +101,48 @@ pub struct Config {
 
 impl Config {
     /// Default lease TTL.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::default().ttl, quorate::Config::DEFAULT_TTL);
+    /// ```
     pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
     /// Default clock drift factor, the Redlock specification's.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::default().drift_factor, quorate::Config::DEFAULT_DRIFT_FACTOR);
+    /// ```
     pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
     /// Shortest TTL any lease may have.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) {
+    /// let too_short = quorate::Config::MIN_TTL / 2;
+    /// let e = quorate::Mutex::new(&q, "x").with_ttl(too_short).try_lock().await.unwrap_err();
+    /// assert!(e.is_invalid_input());
+    /// # }
+    /// ```
     pub const MIN_TTL: Duration = Duration::from_millis(10);
     /// Ceiling of the default per-node timeout.
+    ///
+    /// ```
+    /// // With no node_timeout set, a 10 s lease gets the default ceiling.
+    /// assert_eq!(quorate::Config::default().node_timeout, None);
+    /// assert_eq!(quorate::Config::DEFAULT_NODE_TIMEOUT, std::time::Duration::from_millis(50));
+    /// ```
     pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(50);
     /// Default longest lease TTL, and restart quarantine.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::default().max_ttl, quorate::Config::DEFAULT_MAX_TTL);
+    /// ```
     pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
     /// Longest life of latch and barrier state.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let latch = quorate::Latch::new(&q, "boot", 3).with_ttl(quorate::Config::MAX_STATE_TTL);
+    /// # }
+    /// ```
     pub const MAX_STATE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
     pub(crate) fn validate(&self) -> Result<()> {

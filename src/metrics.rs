@@ -42,35 +42,79 @@ use metrics::{Label, Unit, describe_counter, describe_gauge, describe_histogram}
 
 /// Histogram: a granted acquisition attempt, from its first send to the
 /// grant. Labels: `primitive`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::ACQUIRE_SECONDS, "quorate_acquire_seconds");
+/// ```
 pub const ACQUIRE_SECONDS: &str = "quorate_acquire_seconds";
 /// Counter: acquisition attempts. Labels: `primitive`, `outcome`
 /// (`granted`, `contended`, `unavailable`, `error`).
+///
+/// ```
+/// assert!(quorate::metrics::ACQUIRE_ATTEMPTS.ends_with("_total"));
+/// ```
 pub const ACQUIRE_ATTEMPTS: &str = "quorate_acquire_attempts_total";
 /// Histogram: a waiting call from its start to its end. Labels:
 /// `primitive`, `outcome` (`done`, `timeout`, `error`).
+///
+/// ```
+/// assert_eq!(quorate::metrics::WAIT_SECONDS, "quorate_wait_seconds");
+/// ```
 pub const WAIT_SECONDS: &str = "quorate_wait_seconds";
 /// Histogram: a lease from its grant to its release or drop. Labels:
 /// `primitive`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::HOLD_SECONDS, "quorate_hold_seconds");
+/// ```
 pub const HOLD_SECONDS: &str = "quorate_hold_seconds";
 /// Counter: lease renewals and `extend` calls. Labels: `primitive`,
 /// `outcome` (`extended`, `late`, `failed`).
+///
+/// ```
+/// assert_eq!(quorate::metrics::EXTENSIONS, "quorate_extensions_total");
+/// ```
 pub const EXTENSIONS: &str = "quorate_extensions_total";
 /// Counter: leases lost before their release. Labels: `primitive`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::LEASES_LOST, "quorate_leases_lost_total");
+/// ```
 pub const LEASES_LOST: &str = "quorate_leases_lost_total";
 /// Counter: scripts sent again in full after a node lost its script
 /// cache. Labels: `script`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::SCRIPT_RELOADS, "quorate_script_reloads_total");
+/// ```
 pub const SCRIPT_RELOADS: &str = "quorate_script_reloads_total";
 /// Counter: node requests that failed other than by timing out. Labels:
 /// `node`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::NODE_ERRORS, "quorate_node_errors_total");
+/// ```
 pub const NODE_ERRORS: &str = "quorate_node_errors_total";
 /// Counter: node requests not answered within the per-node timeout.
 /// Labels: `node`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::NODE_TIMEOUTS, "quorate_node_timeouts_total");
+/// ```
 pub const NODE_TIMEOUTS: &str = "quorate_node_timeouts_total";
 /// Gauge: 1 while a node presumed restarted sits out of the vote. Labels:
 /// `node`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::NODES_QUARANTINED, "quorate_nodes_quarantined");
+/// ```
 pub const NODES_QUARANTINED: &str = "quorate_nodes_quarantined";
 /// Gauge: callers of this process queued for a resource. Labels:
 /// `primitive`.
+///
+/// ```
+/// assert_eq!(quorate::metrics::WAITERS, "quorate_waiters");
+/// ```
 pub const WAITERS: &str = "quorate_waiters";
 
 static RESOURCE_LABELS: AtomicBool = AtomicBool::new(false);

@@ -16,6 +16,11 @@ pub(super) async fn run(nodes: &Nodes, watch: &args::Watch, out: Output) -> Outc
     nodes.enough(subscribed)?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    // Polled once now, so the handler is in place before the first view:
+    // a Ctrl-C from then on ends the watch, never the process.
+    if futures::poll!(interrupted.as_mut()).is_ready() {
+        return Ok(Status::Ok);
+    }
     let mut views = 0u64;
     loop {
         let mut report = Report::read(nodes, &watch.name, &keys).await;
@@ -26,6 +31,7 @@ pub(super) async fn run(nodes: &Nodes, watch: &args::Watch, out: Output) -> Outc
             return Ok(Status::Ok);
         }
         tokio::select! {
+            biased;
             _ = &mut interrupted => return Ok(Status::Ok),
             _ = notified.next() => {}
             () = tokio::time::sleep(watch.interval) => {}

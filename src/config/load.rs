@@ -69,6 +69,10 @@ impl Origins {
 impl Config {
     /// The prefix of the environment variables [`with_env`](Self::with_env)
     /// reads.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::ENV_PREFIX, "QUORATE_");
+    /// ```
     pub const ENV_PREFIX: &'static str = "QUORATE_";
 
     /// Parses TOML text and checks the settings.

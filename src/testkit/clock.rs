@@ -81,6 +81,11 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Fails if the URL does not parse, the server cannot be reached or does
 /// not answer within 10 s, or the script fails.
+///
+/// # Cancel safety
+///
+/// Dropped before it returns, the clock may or may not have moved: the
+/// script runs in one piece on the server once sent.
 pub async fn jump_clock(server_url: &str, delta_ms: i64) -> redis::RedisResult<()> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))

@@ -91,6 +91,10 @@ impl FaultProxy {
     /// # Errors
     ///
     /// Fails if no listening socket can be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves no proxy running.
     pub async fn start(target_port: u16) -> io::Result<FaultProxy> {
         let listener = bind_free_port().await?;
         let port = listener.local_addr()?.port();
@@ -185,6 +189,10 @@ impl FaultProxy {
     /// Stops the proxy and waits until its port is released and all its
     /// connections are closed. Dropping the handle does the same without
     /// waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the proxy stops either way; only the wait is cut short.
     pub async fn shutdown(mut self) {
         drop(self.stop.take());
         // A panic of the proxy task would already have shown as failures;

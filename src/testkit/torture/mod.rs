@@ -307,8 +307,17 @@ impl Rig {
     }
 }
 
-/// Runs a torture and reports. Fails only if servers or proxies cannot be
-/// started, or a schedule file cannot be read or written.
+/// Runs a torture and reports.
+///
+/// # Errors
+///
+/// Fails only if servers or proxies cannot be started, or a schedule file
+/// cannot be read or written.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropped midway, it reports nothing, and its workers
+/// run on until the run's end time, keeping its servers up until then.
 pub async fn run(torture: Torture) -> std::io::Result<Report> {
     let schedule = schedule(&torture)?;
     let rig = Arc::new(rig(torture).await?);
