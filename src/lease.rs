@@ -283,7 +283,9 @@ impl Shared {
                 renewed = true;
             }
         });
-        observe::extension(self.spec.subject(), renewed);
+        if renewed {
+            observe::extended(self.spec.subject());
+        }
         renewed
     }
 

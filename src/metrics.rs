@@ -16,9 +16,9 @@
 //! |---|---|---|---|
 //! | [`quorate_acquire_seconds`](ACQUIRE_SECONDS) | histogram | primitive | a granted acquisition attempt, from its first send to the grant |
 //! | [`quorate_acquire_attempts_total`](ACQUIRE_ATTEMPTS) | counter | primitive, outcome | acquisition attempts: `granted`, `contended` (held by someone else), `unavailable` (too few nodes), `error` |
-//! | [`quorate_wait_seconds`](WAIT_SECONDS) | histogram | primitive, outcome | a waiting call (`lock`, `acquire`, latch and barrier `wait`) from start to end: `done`, `timeout`, `error` |
+//! | [`quorate_wait_seconds`](WAIT_SECONDS) | histogram | primitive, outcome | a waiting call (`lock`, `acquire`, latch `count_down` and `wait`, barrier `wait`) from start to end: `done`, `timeout`, `error` |
 //! | [`quorate_hold_seconds`](HOLD_SECONDS) | histogram | primitive | a lease from its grant to its release (or drop) |
-//! | [`quorate_extensions_total`](EXTENSIONS) | counter | primitive, outcome | renewals and `extend` calls: `extended`, `late` (after the deadline: the lease is lost), `failed` (too few nodes; retried) |
+//! | [`quorate_extensions_total`](EXTENSIONS) | counter | primitive, outcome | renewals and `extend` calls: `extended`, `failed` (too few nodes; a renewal is retried until the deadline) |
 //! | [`quorate_leases_lost_total`](LEASES_LOST) | counter | primitive | leases lost before their release |
 //! | [`quorate_script_reloads_total`](SCRIPT_RELOADS) | counter | script | scripts sent again in full after a node lost its script cache |
 //! | [`quorate_node_errors_total`](NODE_ERRORS) | counter | node | node requests that failed (not connected, connection broken, error reply) |
@@ -69,7 +69,8 @@ pub const WAIT_SECONDS: &str = "quorate_wait_seconds";
 /// ```
 pub const HOLD_SECONDS: &str = "quorate_hold_seconds";
 /// Counter: lease renewals and `extend` calls. Labels: `primitive`,
-/// `outcome` (`extended`, `late`, `failed`).
+/// `outcome` (`extended`, `failed`). An extension that came after the
+/// deadline loses the lease and counts in [`LEASES_LOST`].
 ///
 /// ```
 /// assert_eq!(quorate::metrics::EXTENSIONS, "quorate_extensions_total");

@@ -198,28 +198,23 @@ pub(crate) fn renew_span(leases: usize) -> Span {
     tracing::debug_span!("renew", leases)
 }
 
-/// A quorum confirmed an extension; `in_time` false when its answer came
-/// after the lease's deadline, which loses the lease.
-pub(crate) fn extension(s: Subject<'_>, in_time: bool) {
-    tracing::debug!(
-        primitive = s.primitive,
-        resource = s.resource,
-        in_time,
-        "extended"
-    );
+/// A quorum extended a lease in time. (One that came after the deadline
+/// loses the lease: see [`lost`].)
+pub(crate) fn extended(s: Subject<'_>) {
+    tracing::debug!(primitive = s.primitive, resource = s.resource, "extended");
     #[cfg(feature = "metrics")]
-    extended(s, if in_time { "extended" } else { "late" });
+    extension(s, "extended");
 }
 
 /// A renewal fell short; it is retried until the deadline.
 pub(crate) fn renewal_failed(s: Subject<'_>, error: &Error) {
     tracing::debug!(primitive = s.primitive, resource = s.resource, %error, "renewal failed; retrying");
     #[cfg(feature = "metrics")]
-    extended(s, "failed");
+    extension(s, "failed");
 }
 
 #[cfg(feature = "metrics")]
-fn extended(s: Subject<'_>, outcome: &'static str) {
+fn extension(s: Subject<'_>, outcome: &'static str) {
     let outcome = ::metrics::Label::from_static_parts("outcome", outcome);
     ::metrics::counter!(
         crate::metrics::EXTENSIONS,
