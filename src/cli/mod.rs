@@ -118,18 +118,13 @@ type Outcome = Result<Status, Failure>;
 async fn run(args: Args) -> Outcome {
     let config = settings(&args)?;
     let out = report::Output { json: args.json };
-    match args.command {
-        Command::Bench(bench) => bench::run(&config, &bench, out).await,
-        command => {
-            let nodes = nodes::Nodes::connect(&config, args.timeout).await?;
-            match command {
-                Command::Status { name } => status::run(&nodes, &name, out).await,
-                Command::List(list) => list::run(&nodes, &list, out).await,
-                Command::Release(release) => release::run(&nodes, &release, out).await,
-                Command::Watch(watch) => watch::run(&nodes, &watch, out).await,
-                Command::Bench(_) => unreachable!("handled above"),
-            }
-        }
+    let connect = || nodes::Nodes::connect(&config, args.timeout);
+    match &args.command {
+        Command::Status { name } => status::run(&connect().await?, name, out).await,
+        Command::List(list) => list::run(&connect().await?, list, out).await,
+        Command::Release(release) => release::run(&connect().await?, release, out).await,
+        Command::Watch(watch) => watch::run(&connect().await?, watch, out).await,
+        Command::Bench(bench) => bench::run(&config, bench, out).await,
     }
 }
 
