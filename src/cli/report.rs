@@ -162,7 +162,11 @@ impl Report {
         }));
         match owners.into_iter().max_by_key(|(_, k)| *k) {
             Some(((owner, holds), k)) if k >= self.majority => {
-                format!("held by owner {owner:?}, {holds} holds, on {}", of(k))
+                format!(
+                    "held by owner {owner:?}, {}, on {}",
+                    count(holds as usize, "hold"),
+                    of(k)
+                )
             }
             Some(((owner, _), k)) => format!("held by owner {owner:?} on {} only", of(k)),
             None => "not held".to_owned(),
@@ -321,11 +325,11 @@ fn held_text(held: &Held) -> (String, String) {
                 .collect();
             let capacity = capacity.map_or("?".into(), |c| c.to_string());
             (
-                format!("{} holders", holders.len()),
+                count(holders.len(), "holder"),
                 format!("{}/{capacity} slots: {}", slots.len(), each.join(", ")),
             )
         }
-        Held::Reentrant { owner, holds } => (owner.clone(), format!("{holds} holds")),
+        Held::Reentrant { owner, holds } => (owner.clone(), count(*holds as usize, "hold")),
         Held::Latch { count, ids, open } => (
             format!("{}/{}", ids.len(), count.unwrap_or(0)),
             format!(
@@ -344,6 +348,15 @@ fn held_text(held: &Held) -> (String, String) {
             format!("generation {generation}: {}", arrivals.join(", ")),
         ),
         Held::Other { key_type } => ("-".into(), format!("a {key_type} key")),
+    }
+}
+
+/// `n` and the word, plural but for one.
+fn count(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
