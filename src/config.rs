@@ -37,7 +37,7 @@ mod load;
 /// };
 /// assert_eq!(config.max_ttl, Config::DEFAULT_MAX_TTL);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The nodes' URLs (`redis://host:port/db`, `rediss://...`,
@@ -288,6 +288,42 @@ impl crate::Quorum {
     }
 }
 
+/// Settings get logged at start-up: the nodes' passwords are left out.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|u| redact(u)).collect();
+        f.debug_struct("Config")
+            .field("nodes", &nodes)
+            .field("ttl", &self.ttl)
+            .field("node_timeout", &self.node_timeout)
+            .field("drift_factor", &self.drift_factor)
+            .field("retry_delay", &self.retry_delay)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("max_retry_delay", &self.max_retry_delay)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_ttl", &self.max_ttl)
+            .field("allow_even_nodes", &self.allow_even_nodes)
+            .field("key_prefix", &self.key_prefix)
+            .field("restart_quarantine", &self.restart_quarantine)
+            .finish()
+    }
+}
+
+/// A node URL with the password of its user info, if any, masked.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((user_info, _)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[user_info.len() + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Whole milliseconds are sent to Redis; validity is computed from exactly
 /// what was sent.
 fn whole_millis(d: Duration) -> Duration {
@@ -378,6 +414,25 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(off.quarantine(Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn debug_output_masks_the_nodes_passwords() {
+        let config = Config {
+            nodes: vec![
+                "redis://:s3cret@10.0.0.1:6379/2".into(),
+                "rediss://app:s3cret@10.0.0.2".into(),
+                "redis://10.0.0.3".into(),
+                "redis+unix:///run/redis.sock".into(),
+            ],
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis://:***@10.0.0.1:6379/2"), "{shown}");
+        assert!(shown.contains("rediss://app:***@10.0.0.2"), "{shown}");
+        assert!(shown.contains("redis://10.0.0.3"), "{shown}");
+        assert!(shown.contains("restart_quarantine: true"), "{shown}");
     }
 
     #[test]
