@@ -415,6 +415,20 @@ async fn release_deletes_raw_locks_semaphores_and_reentrant_locks_but_not_latche
     );
     let out = run(&servers, &["release", "gone", "--force", "--yes"]);
     assert_eq!(code(&out), 1);
+    let _: i64 = redis::cmd("LPUSH")
+        .arg("a-list")
+        .arg("x")
+        .query_async(&mut conn(&servers, 0).await)
+        .await
+        .unwrap();
+    assert_eq!(status(&servers, "a-list", 0)["kind"], "other");
+    let out = run(&servers, &["release", "a-list", "--force", "--yes"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("a key quorate did not write"),
+        "{}",
+        stderr(&out)
+    );
     drop((permit, hold));
 }
 

@@ -74,6 +74,12 @@ pub(super) async fn run(nodes: &Nodes, release: &args::Release, out: Output) -> 
 }
 
 fn refuse_kind(report: &Report) -> Outcome {
+    if report.kind == "other" {
+        return Err(Failure::usage(format!(
+            "{} is {}: not released",
+            report.name, report.summary
+        )));
+    }
     if report.found() {
         return Err(Failure::usage(format!(
             "{} is a {}: only locks (mutex, semaphore, reentrant) are released; its state expires with its TTL",
