@@ -38,6 +38,7 @@ use crate::engine::{self, Call, Payload, Reply, Round, backoff, invocation, rand
 use crate::error::{Error, Result};
 use crate::key::Keys;
 use crate::lease::owner_token;
+use crate::observe::{self, Subject};
 use crate::quorum::Quorum;
 
 /// A distributed cyclic barrier: `parties` waiters across processes block
@@ -87,6 +88,13 @@ pub struct Barrier {
 
 /// What [`Barrier::wait`] returns: the generation released, and whether
 /// this waiter is its leader.
+///
+/// ```no_run
+/// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+/// let result = quorate::Barrier::new(&q, "phase", 4).wait().await?;
+/// println!("generation {} released, leader: {}", result.generation(), result.is_leader());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarrierWaitResult {
     leader: bool,
@@ -95,11 +103,27 @@ pub struct BarrierWaitResult {
 
 impl BarrierWaitResult {
     /// True for exactly one waiter of each generation.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// if quorate::Barrier::new(&q, "phase", 4).wait().await?.is_leader() {
+    ///     // merge the four parts, once per generation
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_leader(&self) -> bool {
         self.leader
     }
 
     /// The generation released, counting from 0.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let phase = quorate::Barrier::new(&q, "phase", 4);
+    /// let first = phase.wait().await?.generation();
+    /// assert_eq!(phase.wait().await?.generation(), first + 1);
+    /// # Ok(()) }
+    /// ```
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -107,8 +131,16 @@ impl BarrierWaitResult {
 
 impl Barrier {
     /// How long the state lives after the last arrival, by default.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Barrier::DEFAULT_TTL, std::time::Duration::from_secs(3600));
+    /// ```
     pub const DEFAULT_TTL: Duration = Duration::from_secs(60 * 60);
     /// Most parties one barrier may have.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Barrier::MAX_PARTIES, 10_000);
+    /// ```
     pub const MAX_PARTIES: u32 = 10_000;
 
     /// A barrier called `name` for `parties` waiters.
@@ -116,6 +148,12 @@ impl Barrier {
     /// Checked at the first call: `parties` must be in
     /// `2..=`[`MAX_PARTIES`](Self::MAX_PARTIES) ([`Error::InvalidArgument`]
     /// otherwise, and nothing is sent).
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let phase = quorate::Barrier::new(&q, "phase", 4);
+    /// # }
+    /// ```
     pub fn new(quorum: &Quorum, name: impl Into<String>, parties: u32) -> Barrier {
         let name = name.into();
         Barrier {
@@ -129,6 +167,12 @@ impl Barrier {
 
     /// Sets how long the state lives after the last arrival. Defaults to one
     /// hour.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let phase = quorate::Barrier::new(&q, "phase", 4).with_ttl(std::time::Duration::from_secs(600));
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Barrier {
         self.ttl = ttl;
@@ -137,11 +181,23 @@ impl Barrier {
     }
 
     /// The resource name.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::Barrier::new(&q, "phase", 4).name(), "phase");
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The number of parties per generation.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::Barrier::new(&q, "phase", 4).parties(), 4);
+    /// # }
+    /// ```
     pub fn parties(&self) -> u32 {
         self.parties
     }
@@ -160,6 +216,22 @@ impl Barrier {
     /// is dropped, so the generation may be released one waiter short of
     /// the parties actually waiting. Use [`wait_timeout`](Self::wait_timeout)
     /// to give up cleanly.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let phase = quorate::Barrier::new(&q, "phase", 2);
+    /// let other = tokio::spawn({
+    ///     let phase = phase.clone();
+    ///     async move { phase.wait().await }
+    /// });
+    /// let mine = phase.wait().await?;
+    /// let theirs = other.await.unwrap()?;
+    /// assert_ne!(mine.is_leader(), theirs.is_leader());
+    /// # Ok(()) }
+    /// ```
     pub async fn wait(&self) -> Result<BarrierWaitResult> {
         self.wait_inner(None).await
     }
@@ -177,11 +249,27 @@ impl Barrier {
     /// # Cancel safety
     ///
     /// Not cancel safe, as [`wait`](Self::wait).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let phase = quorate::Barrier::new(&q, "phase", 4);
+    /// match phase.wait_timeout(std::time::Duration::from_secs(30)).await {
+    ///     Ok(result) => println!("released generation {}", result.generation()),
+    ///     Err(quorate::Error::BrokenBarrier) => println!("a party did not come"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
         self.wait_inner(Some(timeout)).await
     }
 
     async fn wait_inner(&self, timeout: Option<Duration>) -> Result<BarrierWaitResult> {
+        let subject = Subject::new("barrier", &self.name);
+        observe::waiting(subject, self.arrive_and_wait(timeout)).await
+    }
+
+    async fn arrive_and_wait(&self, timeout: Option<Duration>) -> Result<BarrierWaitResult> {
         let party = Party {
             barrier: self,
             keys: self.keys.as_ref().map_err(Clone::clone)?,

@@ -1,5 +1,7 @@
 //! Settings of a [`Quorum`](crate::Quorum): plain data with documented
-//! defaults, loadable with serde (durations as `{ secs, nanos }`).
+//! defaults, (de)serialized with serde, durations written the way people
+//! write them (`"30s"`, `"250ms"`). With the `config` feature they load
+//! from a TOML file and `QUORATE_*` environment variables (`load.rs`).
 
 use std::time::Duration;
 
@@ -7,21 +9,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Settings shared by every primitive of one [`Quorum`](crate::Quorum).
+#[cfg(feature = "config")]
+mod load;
+
+/// Settings shared by every primitive of one [`Quorum`](crate::Quorum), and
+/// the nodes it connects to.
 ///
-/// Build it with `Config::default()` and struct update syntax, or through
-/// [`QuorumBuilder`](crate::QuorumBuilder). It is checked when the quorum is
-/// built; a per-primitive TTL is checked against it before the first
-/// operation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// Build it with `Config::default()` and struct update syntax, through
+/// [`QuorumBuilder`](crate::QuorumBuilder), or (feature `config`) from a
+/// TOML file and the environment. It is checked when the quorum is built;
+/// a per-primitive TTL is checked against it before the first operation.
+///
+/// With serde, durations are strings such as `"30s"`, `"250ms"` or
+/// `"1m 30s"` ([`humantime`](https://docs.rs/humantime) syntax), and a
+/// field quorate does not know is an error, so a typo never leaves a
+/// setting at its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use quorate::Config;
+///
+/// let config = Config {
+///     nodes: vec!["redis://10.0.0.1".into(), "redis://10.0.0.2".into(), "redis://10.0.0.3".into()],
+///     ttl: Duration::from_secs(30),
+///     key_prefix: "myapp:".into(),
+///     ..Config::default()
+/// };
+/// assert_eq!(config.max_ttl, Config::DEFAULT_MAX_TTL);
+/// ```
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The nodes' URLs (`redis://host:port/db`, `rediss://...`,
+    /// `redis+unix:///path`), for [`Quorum::from_config`](crate::Quorum::from_config).
+    /// Nodes added to a [`QuorumBuilder`](crate::QuorumBuilder) join them.
+    /// Default: none. Environment: `QUORATE_NODES`, comma-separated.
+    pub nodes: Vec<String>,
     /// Lease time-to-live used when a primitive does not set its own.
     /// Default: [`Config::DEFAULT_TTL`] (10 s).
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// How long one node may take to answer one request before its vote
     /// counts as a failure. `None` picks `min(50 ms, ttl / 20)` per lease.
     /// It must not exceed a tenth of the TTL. Default: `None`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub node_timeout: Option<Duration>,
     /// Clock drift allowance as a fraction of the TTL, in `[0, 1)`. A lease
     /// is valid for `ttl - elapsed - (ttl * drift_factor + 2 ms)`.
@@ -29,13 +60,17 @@ pub struct Config {
     pub drift_factor: f64,
     /// First backoff between attempts of a waiting call when no wake-up
     /// arrives; it doubles up to `max_retry_delay`. Default: 50 ms.
+    #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
     /// Random extra delay added to each backoff, so waiters do not retry in
     /// lockstep. Default: 50 ms.
+    #[serde(with = "humantime_serde")]
     pub retry_jitter: Duration,
     /// Longest backoff between attempts. Default: 1 s.
+    #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
     /// Time allowed to open a connection to a node. Default: 1 s.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The longest lease TTL any process of the deployment uses, and so the
     /// restart quarantine: a node that restarted without durable
@@ -46,6 +81,7 @@ pub struct Config {
     /// and takes the largest one recorded as the deployment's bound, so a
     /// process with short leases still waits out another's long ones. No
     /// lease may ask for more. Default: [`Config::DEFAULT_MAX_TTL`] (60 s).
+    #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
     /// Accept an even number of nodes. `N = 4` tolerates one failure, like
     /// `N = 3`, at a higher cost, so it is refused unless set. Default: false.
@@ -65,16 +101,48 @@ pub struct Config {
 
 impl Config {
     /// Default lease TTL.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::default().ttl, quorate::Config::DEFAULT_TTL);
+    /// ```
     pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
     /// Default clock drift factor, the Redlock specification's.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::default().drift_factor, quorate::Config::DEFAULT_DRIFT_FACTOR);
+    /// ```
     pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
     /// Shortest TTL any lease may have.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) {
+    /// let too_short = quorate::Config::MIN_TTL / 2;
+    /// let e = quorate::Mutex::new(&q, "x").with_ttl(too_short).try_lock().await.unwrap_err();
+    /// assert!(e.is_invalid_input());
+    /// # }
+    /// ```
     pub const MIN_TTL: Duration = Duration::from_millis(10);
     /// Ceiling of the default per-node timeout.
+    ///
+    /// ```
+    /// // With no node_timeout set, a 10 s lease gets the default ceiling.
+    /// assert_eq!(quorate::Config::default().node_timeout, None);
+    /// assert_eq!(quorate::Config::DEFAULT_NODE_TIMEOUT, std::time::Duration::from_millis(50));
+    /// ```
     pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(50);
     /// Default longest lease TTL, and restart quarantine.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Config::default().max_ttl, quorate::Config::DEFAULT_MAX_TTL);
+    /// ```
     pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
     /// Longest life of latch and barrier state.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let latch = quorate::Latch::new(&q, "boot", 3).with_ttl(quorate::Config::MAX_STATE_TTL);
+    /// # }
+    /// ```
     pub const MAX_STATE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -178,6 +246,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            nodes: Vec::new(),
             ttl: Self::DEFAULT_TTL,
             node_timeout: None,
             drift_factor: Self::DEFAULT_DRIFT_FACTOR,
@@ -190,6 +259,68 @@ impl Default for Config {
             key_prefix: String::new(),
             restart_quarantine: true,
         }
+    }
+}
+
+// Beside the settings it reads, so loading and connecting read as one story.
+impl crate::Quorum {
+    /// Connects to `config.nodes` with `config`'s settings.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> quorate::Result<()> {
+    /// let config = quorate::Config::from_file("quorate.toml")?.with_env()?;
+    /// let q = quorate::Quorum::from_config(&config).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumBuilder::build`](crate::QuorumBuilder::build).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`QuorumBuilder::build`](crate::QuorumBuilder::build).
+    pub async fn from_config(config: &Config) -> Result<crate::Quorum> {
+        crate::Quorum::builder()
+            .config(config.clone())
+            .build()
+            .await
+    }
+}
+
+/// Settings get logged at start-up: the nodes' passwords are left out.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|u| redact(u)).collect();
+        f.debug_struct("Config")
+            .field("nodes", &nodes)
+            .field("ttl", &self.ttl)
+            .field("node_timeout", &self.node_timeout)
+            .field("drift_factor", &self.drift_factor)
+            .field("retry_delay", &self.retry_delay)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("max_retry_delay", &self.max_retry_delay)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_ttl", &self.max_ttl)
+            .field("allow_even_nodes", &self.allow_even_nodes)
+            .field("key_prefix", &self.key_prefix)
+            .field("restart_quarantine", &self.restart_quarantine)
+            .finish()
+    }
+}
+
+/// A node URL with the password of its user info, if any, masked.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((user_info, _)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[user_info.len() + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -283,6 +414,25 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(off.quarantine(Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn debug_output_masks_the_nodes_passwords() {
+        let config = Config {
+            nodes: vec![
+                "redis://:s3cret@10.0.0.1:6379/2".into(),
+                "rediss://app:s3cret@10.0.0.2".into(),
+                "redis://10.0.0.3".into(),
+                "redis+unix:///run/redis.sock".into(),
+            ],
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis://:***@10.0.0.1:6379/2"), "{shown}");
+        assert!(shown.contains("rediss://app:***@10.0.0.2"), "{shown}");
+        assert!(shown.contains("redis://10.0.0.3"), "{shown}");
+        assert!(shown.contains("restart_quarantine: true"), "{shown}");
     }
 
     #[test]

@@ -4,12 +4,32 @@ use std::fmt;
 use std::time::Duration;
 
 /// `Result` with [`Error`] as its default error type.
+///
+/// ```
+/// fn ttl_in_range(ms: u64) -> quorate::Result<u64> {
+///     Ok(ms)
+/// }
+/// # assert_eq!(ttl_in_range(5).unwrap(), 5);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in quorate.
 ///
 /// Callers branch on the variant (or on helpers such as [`Error::is_timeout`]);
 /// the messages are for people.
+///
+/// ```no_run
+/// use quorate::{Error, Mutex};
+///
+/// # async fn demo(lock: Mutex) -> quorate::Result<()> {
+/// match lock.lock_timeout(std::time::Duration::from_secs(5)).await {
+///     Ok(guard) => guard.release().await?,
+///     Err(Error::Timeout(waited)) => eprintln!("still held after {waited:?}"),
+///     Err(Error::Quorum(tally)) => eprintln!("too few nodes: {tally}"),
+///     Err(other) => return Err(other),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -19,6 +39,23 @@ pub enum Error {
         /// The setting, as named in [`Config`](crate::Config) or the builder.
         field: &'static str,
         /// Why it was rejected.
+        reason: String,
+    },
+    /// Configuration could not be loaded (feature `config`): a file that
+    /// cannot be read or is not TOML, a field quorate does not know, a value
+    /// of the wrong type, a duration without a unit. Raised before any
+    /// network I/O.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+    #[error("{origin}: {}{reason}", field.as_deref().map(|f| format!("invalid {f}: ")).unwrap_or_default())]
+    ConfigLoad {
+        /// Where it came from: the file's path, or the environment
+        /// variable (`QUORATE_TTL`).
+        origin: String,
+        /// The field, as named in [`Config`](crate::Config), when one is
+        /// to blame.
+        field: Option<String>,
+        /// What is wrong.
         reason: String,
     },
     /// An argument of a call is out of range. Raised before any network I/O.
@@ -85,22 +122,58 @@ pub enum Error {
 
 impl Error {
     /// True for [`Error::Timeout`].
+    ///
+    /// ```
+    /// let e = quorate::Error::Timeout(std::time::Duration::from_secs(1));
+    /// assert!(e.is_timeout());
+    /// assert!(!quorate::Error::NotHeld.is_timeout());
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
     }
 
     /// True for [`Error::Quorum`].
+    ///
+    /// ```no_run
+    /// # async fn demo(lock: quorate::Mutex) {
+    /// if let Err(e) = lock.try_lock().await {
+    ///     if e.is_quorum() {
+    ///         // Too few nodes answered: worth retrying later.
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn is_quorum(&self) -> bool {
         matches!(self, Error::Quorum(_))
     }
 
     /// True for [`Error::NotHeld`] and [`Error::LeaseLost`].
+    ///
+    /// ```
+    /// assert!(quorate::Error::NotHeld.is_not_held());
+    /// assert!(quorate::Error::LeaseLost.is_not_held());
+    /// ```
     pub fn is_not_held(&self) -> bool {
         matches!(self, Error::NotHeld | Error::LeaseLost)
     }
 
     /// True for errors raised before any network I/O because of bad input.
+    ///
+    /// ```
+    /// assert!(!quorate::Error::BrokenBarrier.is_invalid_input());
+    /// ```
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) {
+    /// let e = quorate::Mutex::new(&q, "").try_lock().await.unwrap_err();
+    /// assert!(e.is_invalid_input()); // an empty name, refused before any I/O
+    /// # }
+    /// ```
     pub fn is_invalid_input(&self) -> bool {
+        #[cfg(feature = "config")]
+        if let Error::ConfigLoad { .. } = self {
+            return true;
+        }
         matches!(
             self,
             Error::InvalidConfig { .. } | Error::InvalidArgument { .. } | Error::CrossSlot { .. }
@@ -108,6 +181,16 @@ impl Error {
     }
 
     /// The per-node tally of a failed quorum operation.
+    ///
+    /// ```no_run
+    /// # async fn demo(lock: quorate::Mutex) {
+    /// if let Err(e) = lock.try_lock().await {
+    ///     if let Some(tally) = e.tally() {
+    ///         eprintln!("{} of {} needed", tally.granted(), tally.needed());
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn tally(&self) -> Option<&Tally> {
         match self {
             Error::Quorum(tally) => Some(tally),
@@ -131,6 +214,15 @@ impl Error {
 }
 
 /// How each node voted in one quorum operation.
+///
+/// ```no_run
+/// # async fn demo(lock: quorate::Mutex) {
+/// if let Err(quorate::Error::Quorum(tally)) = lock.try_lock().await {
+///     // "1 of 2 needed (10.0.0.1:6379: granted, 10.0.0.2:6379: failed (...), ...)"
+///     eprintln!("{tally}");
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Tally {
@@ -141,6 +233,14 @@ pub struct Tally {
 }
 
 /// One node's part in a [`Tally`].
+///
+/// ```no_run
+/// # fn demo(tally: &quorate::Tally) {
+/// for report in tally.nodes() {
+///     eprintln!("{}: {}", report.node(), report.vote());
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NodeReport {
@@ -149,6 +249,19 @@ pub struct NodeReport {
 }
 
 /// A node's vote.
+///
+/// ```no_run
+/// use quorate::Vote;
+///
+/// # fn demo(tally: &quorate::Tally) {
+/// let down: Vec<&str> = tally
+///     .nodes()
+///     .iter()
+///     .filter(|n| matches!(n.vote(), Vote::Failed(_)))
+///     .map(|n| n.node())
+///     .collect();
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Vote {
@@ -185,32 +298,72 @@ impl Tally {
     }
 
     /// Nodes that said yes.
+    ///
+    /// ```no_run
+    /// # fn demo(tally: &quorate::Tally) {
+    /// let short_by = tally.needed().saturating_sub(tally.granted());
+    /// # }
+    /// ```
     pub fn granted(&self) -> usize {
         self.granted
     }
 
     /// Yes votes the operation needed.
+    ///
+    /// ```no_run
+    /// # fn demo(tally: &quorate::Tally) {
+    /// assert!(tally.needed() <= tally.nodes().len());
+    /// # }
+    /// ```
     pub fn needed(&self) -> usize {
         self.needed
     }
 
     /// True when the quorum was reached but too late: the lease's validity
     /// was used up by the time the votes were in.
+    ///
+    /// ```no_run
+    /// # fn demo(tally: &quorate::Tally) {
+    /// if tally.expired() {
+    ///     // The nodes were slow: a longer TTL leaves more validity.
+    /// }
+    /// # }
+    /// ```
     pub fn expired(&self) -> bool {
         self.expired
     }
 
     /// One entry per node, in configuration order.
+    ///
+    /// ```no_run
+    /// # fn demo(tally: &quorate::Tally) {
+    /// let answered = tally.nodes().len() - tally.failed();
+    /// # }
+    /// ```
     pub fn nodes(&self) -> &[NodeReport] {
         &self.nodes
     }
 
     /// Number of nodes that refused.
+    ///
+    /// ```no_run
+    /// # fn demo(tally: &quorate::Tally) {
+    /// let contended = tally.refused() > 0;
+    /// # }
+    /// ```
     pub fn refused(&self) -> usize {
         self.count(|v| matches!(v, Vote::Refused))
     }
 
     /// Number of nodes that failed or did not count.
+    ///
+    /// ```no_run
+    /// # fn demo(tally: &quorate::Tally) {
+    /// if tally.failed() > tally.nodes().len() / 2 {
+    ///     eprintln!("most nodes are down");
+    /// }
+    /// # }
+    /// ```
     pub fn failed(&self) -> usize {
         self.count(|v| matches!(v, Vote::Failed(_) | Vote::Quarantined { .. }))
     }
@@ -226,11 +379,25 @@ impl NodeReport {
     }
 
     /// The node's address.
+    ///
+    /// ```no_run
+    /// # fn demo(report: &quorate::NodeReport) {
+    /// assert!(report.node().contains(':')); // host:port
+    /// # }
+    /// ```
     pub fn node(&self) -> &str {
         &self.node
     }
 
     /// How it voted.
+    ///
+    /// ```no_run
+    /// # fn demo(report: &quorate::NodeReport) {
+    /// if let quorate::Vote::Quarantined { remaining } = report.vote() {
+    ///     eprintln!("{} counts again in {remaining:?}", report.node());
+    /// }
+    /// # }
+    /// ```
     pub fn vote(&self) -> &Vote {
         &self.vote
     }

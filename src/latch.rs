@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::error::{Error as E, Result};
 use crate::key::{Keys, MAX_KEY_LEN};
 use crate::lease::owner_token;
+use crate::observe::Subject;
 use crate::quorum::Quorum;
 
 /// A distributed countdown latch: it opens once `count` distinct
@@ -72,8 +73,18 @@ struct Plan {
 
 impl Latch {
     /// How long the state lives after the last count-down, by default.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Latch::DEFAULT_TTL, std::time::Duration::from_secs(3600));
+    /// ```
     pub const DEFAULT_TTL: Duration = Duration::from_secs(60 * 60);
     /// Largest count: readers union the ids.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let all_shards = quorate::Latch::new(&q, "shards", quorate::Latch::MAX_COUNT);
+    /// # }
+    /// ```
     pub const MAX_COUNT: u32 = 10_000;
 
     /// A latch called `name` that opens after `count` count-downs.
@@ -81,6 +92,12 @@ impl Latch {
     /// Checked at the first call: `count` must be in
     /// `1..=`[`MAX_COUNT`](Self::MAX_COUNT) ([`Error::InvalidArgument`]
     /// otherwise, and nothing is sent).
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let boot = quorate::Latch::new(&q, "boot", 3);
+    /// # }
+    /// ```
     pub fn new(quorum: &Quorum, name: impl Into<String>, count: u32) -> Latch {
         let name = name.into();
         Latch {
@@ -94,6 +111,12 @@ impl Latch {
 
     /// Sets how long the state lives after the last count-down. Defaults to
     /// one hour.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let nightly = quorate::Latch::new(&q, "nightly", 3).with_ttl(std::time::Duration::from_secs(6 * 3600));
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Latch {
         self.ttl = ttl;
@@ -102,6 +125,12 @@ impl Latch {
     }
 
     /// The resource name.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::Latch::new(&q, "boot", 3).name(), "boot");
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -120,6 +149,12 @@ impl Latch {
     ///
     /// Dropped midway, the count-down may or may not have counted. Use
     /// [`count_down_as`](Self::count_down_as) and call it again to be sure.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// quorate::Latch::new(&q, "workers-ready", 8).count_down().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn count_down(&self) -> Result<()> {
         self.count_down_as(&owner_token()).await
     }
@@ -135,6 +170,18 @@ impl Latch {
     /// # Cancel safety
     ///
     /// Cancel safe in effect: call it again with the same id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let boot = quorate::Latch::new(&q, "boot", 2);
+    /// boot.count_down_as("shard-1").await?;
+    /// boot.count_down_as("shard-1").await?; // the same id counts once
+    /// assert_eq!(boot.count().await?, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn count_down_as(&self, id: &str) -> Result<()> {
         if id.is_empty() || id.len() > MAX_KEY_LEN {
             return Err(E::argument(
@@ -146,7 +193,7 @@ impl Latch {
         let call = self.count_down_call(plan, &[id]);
         let nodes = self.quorum.nodes();
         let deadline = Some(self.quorum.config().ttl);
-        engine::wait_for(nodes, &plan.channel, deadline, || async {
+        engine::wait_for(nodes, self.subject(), &plan.channel, deadline, || async {
             Attempt::retry_on_quorum(self.record(plan, call.clone()).await)
         })
         .await
@@ -161,6 +208,13 @@ impl Latch {
     /// # Cancel safety
     ///
     /// Cancel safe: waiting changes nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// quorate::Latch::new(&q, "boot", 3).wait().await?;
+    /// // all three shards counted down
+    /// # Ok(()) }
+    /// ```
     pub async fn wait(&self) -> Result<()> {
         self.wait_inner(None).await
     }
@@ -175,6 +229,15 @@ impl Latch {
     /// # Cancel safety
     ///
     /// Cancel safe: waiting changes nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let boot = quorate::Latch::new(&q, "boot", 3);
+    /// if let Err(e) = boot.wait_timeout(std::time::Duration::from_secs(30)).await {
+    ///     assert!(e.is_timeout() || e.is_quorum());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_inner(Some(timeout)).await
     }
@@ -188,6 +251,17 @@ impl Latch {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let boot = quorate::Latch::new(&q, "boot", 3);
+    /// boot.count_down().await?;
+    /// assert_eq!(boot.count().await?, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn count(&self) -> Result<u32> {
         self.remaining(self.plan()?).await
     }
@@ -196,10 +270,14 @@ impl Latch {
         self.plan.as_ref().map_err(Clone::clone)
     }
 
+    fn subject(&self) -> Subject<'_> {
+        Subject::new("latch", &self.name)
+    }
+
     async fn wait_inner(&self, timeout: Option<Duration>) -> Result<()> {
         let plan = self.plan()?;
         let nodes = self.quorum.nodes();
-        engine::wait_for(nodes, &plan.channel, timeout, || async {
+        engine::wait_for(nodes, self.subject(), &plan.channel, timeout, || async {
             match Attempt::retry_on_quorum(self.remaining(plan).await)? {
                 Attempt::Done(0) => Ok(Attempt::Done(())),
                 Attempt::Done(_) => Ok(Attempt::Busy { retry_after: None }),

@@ -36,6 +36,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::key::Keys;
+use crate::observe;
 use crate::quorum::Quorum;
 
 /// What a lease primitive supplies to [`Leases`].
@@ -174,15 +175,19 @@ impl<K: Kind> Leases<K> {
         self.kind.check(ask)?;
         let nodes = self.quorum.nodes();
         let channel = &plan.spec.channel;
+        let subject = plan.spec.subject();
         match &plan.spec.line {
             Some(line) => {
-                engine::wait_in_line(nodes, line, channel, timeout, |waiter| {
+                let wait = engine::wait_in_line(nodes, line, channel, timeout, |waiter| {
                     self.attempt(plan, ask, Some(waiter))
-                })
-                .await
+                });
+                observe::waiting(subject, wait).await
             }
             None => {
-                engine::wait_for(nodes, channel, timeout, || self.attempt(plan, ask, None)).await
+                engine::wait_for(nodes, subject, channel, timeout, || {
+                    self.attempt(plan, ask, None)
+                })
+                .await
             }
         }
     }
@@ -317,6 +322,9 @@ impl Shared {
                 renewed = true;
             }
         });
+        if renewed {
+            observe::extended(self.spec.subject());
+        }
         renewed
     }
 
@@ -391,7 +399,7 @@ impl Shared {
             s.ended = true;
         });
         if lost {
-            tracing::warn!(resource = %self.spec.resource, why, "lease lost");
+            observe::lost(self.spec.subject(), why);
         }
     }
 
@@ -401,6 +409,7 @@ impl Shared {
     async fn release(&self) -> Result<()> {
         let valid = self.is_valid();
         self.end();
+        observe::released(self.spec.subject(), self.granted.elapsed());
         if let Some(stragglers) = self.stragglers.clone() {
             stragglers.await;
         }
@@ -452,7 +461,7 @@ impl Renewable for Shared {
                 if left.is_zero() {
                     return self.lose("no renewal reached a quorum before the deadline");
                 }
-                tracing::debug!(resource = %self.spec.resource, error = %e, "renewal failed; retrying");
+                observe::renewal_failed(self.spec.subject(), &e);
                 Instant::now() + self.quorum.config().retry_delay.min(left / 2)
             }
         };
@@ -467,6 +476,17 @@ impl Renewable for Shared {
 ///
 /// Dropping it without [`release`](Self::release) releases it in a spawned
 /// task (when a tokio runtime is running; otherwise the TTL frees it).
+///
+/// ```no_run
+/// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+/// fn write(lease: &quorate::Lease) {
+///     assert!(lease.is_valid());
+/// }
+/// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+/// write(&guard);
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "the lease is released when it is dropped"]
 #[clippy::has_significant_drop]
 pub struct Lease {
@@ -508,6 +528,13 @@ impl Lease {
     }
 
     /// The resource name.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+    /// assert_eq!(guard.name(), "orders:42");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         &self.shared.spec.resource
     }
@@ -540,12 +567,36 @@ impl Lease {
     ///
     /// Cancel safe: a dropped call commits nothing that counts, and the next
     /// one tries again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let lock = quorate::Mutex::new(&q, "orders:42");
+    /// let first = lock.lock().await?;
+    /// let a = first.fencing_token().await?;
+    /// first.release().await?;
+    /// let second = lock.lock().await?;
+    /// assert!(second.fencing_token().await? > a);
+    /// second.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn fencing_token(&self) -> Result<u64> {
         self.shared.fencing_token().await
     }
 
     /// Time left before the lease must be treated as gone, by the local
     /// clock; zero once lost.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+    /// if guard.remaining() < std::time::Duration::from_secs(1) {
+    ///     // too little left to start another write
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn remaining(&self) -> Duration {
         let s = self.shared.snapshot();
         if s.ended {
@@ -556,16 +607,40 @@ impl Lease {
     }
 
     /// The local instant the lease ends unless extended.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+    /// assert!(guard.deadline() > guard.acquired_at());
+    /// # Ok(()) }
+    /// ```
     pub fn deadline(&self) -> Instant {
         self.shared.snapshot().deadline
     }
 
     /// The local instant the lease was granted: when the votes were in.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+    /// println!("held for {:?}", guard.acquired_at().elapsed());
+    /// # Ok(()) }
+    /// ```
     pub fn acquired_at(&self) -> Instant {
         self.shared.granted
     }
 
     /// True while the lease is held: not lost, and before its deadline.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+    /// while guard.is_valid() {
+    ///     // one step of the work at a time
+    /// #   break;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_valid(&self) -> bool {
         self.shared.is_valid()
     }
@@ -586,6 +661,14 @@ impl Lease {
     ///
     /// Cancel safe: the lease keeps its old deadline, or a new one if the
     /// extension landed before the drop.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let guard = quorate::Mutex::new(&q, "migration").auto_extend(false).lock().await?;
+    /// guard.extend(std::time::Duration::from_secs(60)).await?;
+    /// assert!(guard.remaining() > std::time::Duration::from_secs(50));
+    /// # Ok(()) }
+    /// ```
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
         let timing = self.shared.quorum.config().timing(ttl)?;
         self.shared.extend(timing).await
@@ -601,6 +684,17 @@ impl Lease {
     /// # Cancel safety
     ///
     /// Cancel safe.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// # async fn work() {}
+    /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+    /// tokio::select! {
+    ///     () = work() => guard.release().await?,
+    ///     () = guard.lost() => eprintln!("lost the lock; the work was stopped"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut rx = self.shared.state.subscribe();
         async move {
@@ -635,6 +729,13 @@ impl Lease {
     ///
     /// Not cancel safe: dropped midway, the release may have reached only
     /// some nodes; the others free the resource when the TTL runs out.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let lease: quorate::Lease = quorate::Mutex::new(&q, "orders:42").lock().await?.into();
+    /// lease.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn release(mut self) -> Result<()> {
         self.live = false;
         let shared = self.shared.clone();
@@ -721,6 +822,13 @@ macro_rules! guard {
             /// # Cancel safety
             ///
             /// Not cancel safe, as [`Lease::release`](crate::Lease::release).
+            ///
+            /// ```no_run
+            /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+            /// let guard = quorate::Mutex::new(&q, "orders:42").lock().await?;
+            /// guard.release().await?;
+            /// # Ok(()) }
+            /// ```
             pub async fn release(self) -> crate::Result<()> {
                 self.lease.release().await
             }

@@ -82,6 +82,29 @@
 //! fault-injecting TCP proxy, a history checker for the primitives' safety
 //! properties, and a seeded torture run.
 //!
+//! # Operating it
+//!
+//! - **Logs**: `tracing` spans for acquisitions (each node's vote as
+//!   fields), waits, extensions, releases, script reloads and restart
+//!   quarantines; a lost lease and a quarantine at `warn`, contention at
+//!   `debug`; owner tokens never.
+//! - **Metrics** (feature `metrics`): through the `metrics` facade, named
+//!   `quorate_*`, labelled by primitive and node; the `metrics` module
+//!   lists them.
+//! - **Configuration** (feature `config`): `Config::from_file` and
+//!   `Config::with_env` read TOML and `QUORATE_*` variables, refusing
+//!   unknown fields; [`Quorum::from_config`] connects.
+//! - **Inspection** (feature `cli`): the `quorate` binary shows who holds a
+//!   resource on every node, lists resources, releases a stuck lock,
+//!   watches one live, and benchmarks a deployment.
+//!
+//! | feature | what |
+//! |---|---|
+//! | `metrics` | metrics through the `metrics` facade |
+//! | `config` | `Config` from TOML files and the environment |
+//! | `cli` | the `quorate` inspector (implies `config`) |
+//! | `testkit` | throwaway servers, a fault proxy, a history checker, a torture run |
+//!
 //! # Cancel safety
 //!
 //! Each async method says whether it is cancel safe in the sense of
@@ -96,21 +119,32 @@
     unreachable_pub
 )]
 #![deny(unused_must_use)]
-#![cfg_attr(not(test), forbid(clippy::print_stdout))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// deny, not forbid: clap's derives allow clippy's restriction lints in the
+// code they generate, which a forbid refuses.
+#![cfg_attr(not(test), deny(clippy::print_stdout))]
 
 mod barrier;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod config;
 mod engine;
 mod error;
 mod key;
 mod latch;
 mod lease;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod mutex;
+mod observe;
 mod quorum;
 mod reentrant;
 mod semaphore;
 
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 pub use barrier::{Barrier, BarrierWaitResult};

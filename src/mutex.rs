@@ -102,6 +102,12 @@ impl Mutex {
     /// The name is checked at the first call: an empty name, or one longer
     /// than 1 KiB with the prefix, is refused then with
     /// [`Error::InvalidArgument`] and nothing is sent.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let orders = quorate::Mutex::new(&q, "orders:42");
+    /// # }
+    /// ```
     pub fn new(quorum: &Quorum, name: impl Into<String>) -> Mutex {
         Mutex {
             leases: Leases::new(quorum, name.into(), Exclusive),
@@ -113,6 +119,12 @@ impl Mutex {
     /// A crashed holder blocks others for at most this long. It is checked at
     /// the first call: at least 10 ms, at most `max_ttl`, and ten times the
     /// per-node timeout.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let export = quorate::Mutex::new(&q, "export").with_ttl(std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_ttl(self, ttl: Duration) -> Mutex {
         Mutex {
@@ -123,6 +135,15 @@ impl Mutex {
     /// Turns automatic extension on or off. Defaults to on: a keeper task
     /// renews the lease at about a third of its TTL until release, and
     /// reports a failed renewal through [`Lease::lost`](crate::Lease::lost).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let lock = quorate::Mutex::new(&q, "short-job").auto_extend(false);
+    /// let guard = lock.lock().await?;
+    /// // the lease ends at its TTL unless extended by hand
+    /// guard.extend(std::time::Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn auto_extend(self, on: bool) -> Mutex {
         Mutex {
@@ -160,6 +181,12 @@ impl Mutex {
     }
 
     /// The resource name.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::Mutex::new(&q, "orders:42").name(), "orders:42");
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         self.leases.name()
     }
@@ -183,6 +210,18 @@ impl Mutex {
     /// Cancel safe. A dropped `lock()` holds nothing: if its scripts were in
     /// flight, a spawned task deletes whatever they set, by owner token, on
     /// every node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let orders = quorate::Mutex::new(&q, "orders:42");
+    /// let guard = orders.lock().await?;
+    /// assert!(orders.try_lock().await?.is_none()); // held
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
         let lease = self.leases.acquire((), None).await?;
         Ok(MutexGuard { lease })
@@ -200,6 +239,17 @@ impl Mutex {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`lock`](Self::lock).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let orders = quorate::Mutex::new(&q, "orders:42");
+    /// match orders.lock_timeout(std::time::Duration::from_secs(5)).await {
+    ///     Ok(guard) => guard.release().await?,
+    ///     Err(e) if e.is_timeout() => println!("busy; try later"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard> {
         let lease = self.leases.acquire((), Some(timeout)).await?;
         Ok(MutexGuard { lease })
@@ -215,6 +265,16 @@ impl Mutex {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`lock`](Self::lock).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let nightly = quorate::Mutex::new(&q, "nightly-report");
+    /// if let Some(guard) = nightly.try_lock().await? {
+    ///     // this process runs the report; the others skip it
+    ///     guard.release().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>> {
         let lease = self.leases.try_acquire(()).await?;
         Ok(lease.map(|lease| MutexGuard { lease }))

@@ -45,9 +45,24 @@ impl Quorum {
     ///
     /// See [`QuorumBuilder::build`] for what is checked.
     ///
+    /// # Errors
+    ///
+    /// As [`QuorumBuilder::build`].
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped call leaves nothing behind.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// // `servers` are throwaway local redis-servers from the testkit.
+    /// let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// assert_eq!(q.node_count(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn connect<I, U>(urls: I) -> Result<Quorum>
     where
         I: IntoIterator<Item = U>,
@@ -57,6 +72,15 @@ impl Quorum {
     }
 
     /// A builder for the nodes and settings.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> quorate::Result<()> {
+    /// let q = quorate::Quorum::builder()
+    ///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> QuorumBuilder {
         QuorumBuilder {
             urls: Vec::new(),
@@ -65,21 +89,47 @@ impl Quorum {
     }
 
     /// Number of nodes.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert!(q.node_count() % 2 == 1 || q.config().allow_even_nodes);
+    /// # }
+    /// ```
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
 
     /// Yes votes an operation needs: a majority, `N / 2 + 1`.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(q.majority(), q.node_count() / 2 + 1);
+    /// # }
+    /// ```
     pub fn majority(&self) -> usize {
         self.nodes.majority()
     }
 
     /// The settings in force.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// println!("leases last {:?} by default", q.config().ttl);
+    /// # }
+    /// ```
     pub fn config(&self) -> &Config {
         self.nodes.config()
     }
 
     /// The nodes' addresses (`host:port`, `/db` when not 0), in order.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// for addr in q.node_addrs() {
+    ///     println!("{addr}");
+    /// }
+    /// # }
+    /// ```
     pub fn node_addrs(&self) -> impl Iterator<Item = &str> {
         self.nodes.addrs().iter().map(String::as_str)
     }
@@ -100,6 +150,17 @@ impl fmt::Debug for Quorum {
 }
 
 /// Builds a [`Quorum`].
+///
+/// ```no_run
+/// # async fn demo() -> quorate::Result<()> {
+/// let q = quorate::Quorum::builder()
+///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"])
+///     .ttl(std::time::Duration::from_secs(30))
+///     .key_prefix("myapp:")
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `.build().await`"]
 pub struct QuorumBuilder {
@@ -110,12 +171,28 @@ pub struct QuorumBuilder {
 impl QuorumBuilder {
     /// Adds one node (`redis://host:port/db`, `rediss://...`,
     /// `redis+unix:///path`).
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder()
+    ///     .node("redis://10.0.0.1")
+    ///     .node("rediss://10.0.0.2")
+    ///     .node("redis+unix:///run/redis.sock");
+    /// # }
+    /// ```
     pub fn node(mut self, url: impl AsRef<str>) -> Self {
         self.urls.push(url.as_ref().to_owned());
         self
     }
 
     /// Adds several nodes.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let urls = vec!["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"];
+    /// let builder = quorate::Quorum::builder().nodes(urls);
+    /// # }
+    /// ```
     pub fn nodes<I, U>(mut self, urls: I) -> Self
     where
         I: IntoIterator<Item = U>,
@@ -126,13 +203,31 @@ impl QuorumBuilder {
         self
     }
 
-    /// Replaces all settings.
+    /// Replaces all settings. The nodes of `config.nodes` are connected to
+    /// as well as those added with [`node`](Self::node) and
+    /// [`nodes`](Self::nodes).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> quorate::Result<()> {
+    /// let config = quorate::Config {
+    ///     ttl: std::time::Duration::from_secs(30),
+    ///     ..quorate::Config::default()
+    /// };
+    /// let q = quorate::Quorum::builder().config(config).node("redis://10.0.0.1").build().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
     }
 
     /// Default lease TTL. Defaults to 10 s.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder().ttl(std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.config.ttl = ttl;
         self
@@ -140,18 +235,37 @@ impl QuorumBuilder {
 
     /// The longest lease TTL of the deployment, and the restart quarantine
     /// (see [`Config::max_ttl`]). Defaults to 60 s.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// // The longest lease any process of the deployment takes.
+    /// let builder = quorate::Quorum::builder().max_ttl(std::time::Duration::from_secs(120));
+    /// # }
+    /// ```
     pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
         self.config.max_ttl = max_ttl;
         self
     }
 
     /// Per-node request timeout. Defaults to `min(50 ms, ttl / 20)`.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder().node_timeout(std::time::Duration::from_millis(20));
+    /// # }
+    /// ```
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.config.node_timeout = Some(timeout);
         self
     }
 
     /// Clock drift factor, in `[0, 1)`. Defaults to 0.01.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder().drift_factor(0.02);
+    /// # }
+    /// ```
     pub fn drift_factor(mut self, factor: f64) -> Self {
         self.config.drift_factor = factor;
         self
@@ -159,6 +273,13 @@ impl QuorumBuilder {
 
     /// First backoff between attempts, and the random jitter added to each.
     /// Default to 50 ms and 50 ms.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// use std::time::Duration;
+    /// let builder = quorate::Quorum::builder().retry(Duration::from_millis(10), Duration::from_millis(10));
+    /// # }
+    /// ```
     pub fn retry(mut self, delay: Duration, jitter: Duration) -> Self {
         self.config.retry_delay = delay;
         self.config.retry_jitter = jitter;
@@ -166,12 +287,26 @@ impl QuorumBuilder {
     }
 
     /// Time allowed to open a connection. Defaults to 1 s.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder().connect_timeout(std::time::Duration::from_secs(3));
+    /// # }
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self
     }
 
     /// Accept an even number of nodes. Defaults to false.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder()
+    ///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3", "redis://10.0.0.4"])
+    ///     .allow_even_nodes(true);
+    /// # }
+    /// ```
     pub fn allow_even_nodes(mut self, allow: bool) -> Self {
         self.config.allow_even_nodes = allow;
         self
@@ -180,12 +315,25 @@ impl QuorumBuilder {
     /// Keeps a node presumed restarted out of the vote for `max_ttl` plus
     /// drift (see [`Config::restart_quarantine`]). Defaults to on; turn it
     /// off only when every node persists every write.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// // Every node runs with appendonly yes and appendfsync always.
+    /// let builder = quorate::Quorum::builder().restart_quarantine(false);
+    /// # }
+    /// ```
     pub fn restart_quarantine(mut self, on: bool) -> Self {
         self.config.restart_quarantine = on;
         self
     }
 
     /// Prefix for every key. Defaults to none.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder().key_prefix("myapp:");
+    /// # }
+    /// ```
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.key_prefix = prefix.into();
         self
@@ -205,12 +353,36 @@ impl QuorumBuilder {
     /// in the background and count once admitted); otherwise it fails with
     /// [`Error::Connect`].
     ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for the node list or a setting, before any
+    /// I/O, and for a replica or two URLs of one server; [`Error::Connect`]
+    /// naming a node when too few can be reached.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped call leaves nothing behind but the record of
     /// this process's `max_ttl` on the nodes it reached.
-    pub async fn build(self) -> Result<Quorum> {
-        let nodes = Nodes::connect(&self.urls, self.config).await?;
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let q = quorate::Quorum::builder()
+    ///     .nodes(servers.urls())
+    ///     .ttl(std::time::Duration::from_secs(5))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(q.config().ttl, std::time::Duration::from_secs(5));
+    ///
+    /// let e = quorate::Quorum::builder().build().await.unwrap_err();
+    /// assert!(e.is_invalid_input()); // no node
+    /// # Ok(()) }
+    /// ```
+    pub async fn build(mut self) -> Result<Quorum> {
+        self.config.nodes.append(&mut self.urls);
+        let nodes = Nodes::connect(&self.config.nodes.clone(), self.config).await?;
         Ok(Quorum { nodes })
     }
 }

@@ -111,6 +111,12 @@ impl ReentrantLock {
     /// The name and owner are checked at the first call: empty or over-long
     /// values are refused then with [`Error::InvalidArgument`] and nothing is
     /// sent.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum, job_id: &str) {
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", job_id);
+    /// # }
+    /// ```
     pub fn new(
         quorum: &Quorum,
         name: impl Into<String>,
@@ -124,6 +130,12 @@ impl ReentrantLock {
 
     /// Sets the lease TTL of each hold. Defaults to the quorum's
     /// [`Config::ttl`](crate::Config::ttl).
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17").with_ttl(std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_ttl(self, ttl: Duration) -> ReentrantLock {
         ReentrantLock {
@@ -132,6 +144,12 @@ impl ReentrantLock {
     }
 
     /// Turns automatic extension on or off. Defaults to on.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17").auto_extend(false);
+    /// # }
+    /// ```
     #[must_use]
     pub fn auto_extend(self, on: bool) -> ReentrantLock {
         ReentrantLock {
@@ -140,11 +158,23 @@ impl ReentrantLock {
     }
 
     /// The resource name.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::ReentrantLock::new(&q, "ledger", "job-17").name(), "ledger");
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         self.leases.name()
     }
 
     /// The owner id.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::ReentrantLock::new(&q, "ledger", "job-17").owner(), "job-17");
+    /// # }
+    /// ```
     pub fn owner(&self) -> &str {
         &self.leases.kind().owner
     }
@@ -160,6 +190,20 @@ impl ReentrantLock {
     ///
     /// Cancel safe: a dropped call adds no hold; one its scripts added is
     /// removed from a spawned task.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17");
+    /// let outer = ledger.lock().await?;
+    /// let inner = ledger.lock().await?; // the same owner: no wait
+    /// assert_eq!(ledger.hold_count().await?, 2);
+    /// inner.release().await?;
+    /// outer.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lock(&self) -> Result<ReentrantGuard> {
         let lease = self.leases.acquire((), None).await?;
         Ok(ReentrantGuard { lease })
@@ -175,6 +219,14 @@ impl ReentrantLock {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`lock`](Self::lock).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17");
+    /// let hold = ledger.lock_timeout(std::time::Duration::from_secs(5)).await?;
+    /// hold.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<ReentrantGuard> {
         let lease = self.leases.acquire((), Some(timeout)).await?;
         Ok(ReentrantGuard { lease })
@@ -189,6 +241,16 @@ impl ReentrantLock {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`lock`](Self::lock).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17");
+    /// match ledger.try_lock().await? {
+    ///     Some(hold) => hold.release().await?,
+    ///     None => println!("another owner holds the ledger"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_lock(&self) -> Result<Option<ReentrantGuard>> {
         let lease = self.leases.try_acquire(()).await?;
         Ok(lease.map(|lease| ReentrantGuard { lease }))
@@ -207,6 +269,14 @@ impl ReentrantLock {
     ///
     /// Cancel safe: dropping it drops `body` and releases the hold in the
     /// background.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// # async fn post(_: u64) -> quorate::Result<()> { Ok(()) }
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17");
+    /// ledger.run(async |hold| post(hold.fencing_token().await?).await).await??;
+    /// # Ok(()) }
+    /// ```
     pub async fn run<T>(&self, body: impl AsyncFnOnce(&ReentrantGuard) -> T) -> Result<T> {
         lease::run(self.lock().await?, body).await
     }
@@ -220,6 +290,13 @@ impl ReentrantLock {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let ledger = quorate::ReentrantLock::new(&q, "ledger", "job-17");
+    /// assert_eq!(ledger.hold_count().await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn hold_count(&self) -> Result<u32> {
         let plan = self.leases.plan()?;
         let mut inv = invocation(&scripts::REENTRANT_HOLDS, &[&plan.spec.lease_keys[0]]);
@@ -236,6 +313,14 @@ impl ReentrantLock {
 /// drop. It derefs to its [`Lease`](crate::Lease), as
 /// [`MutexGuard`](crate::MutexGuard) does; releasing it removes this hold
 /// only.
+///
+/// ```no_run
+/// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+/// let hold = quorate::ReentrantLock::new(&q, "ledger", "job-17").lock().await?;
+/// println!("{:?} left", hold.remaining());
+/// hold.release().await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "the hold is released when the guard is dropped"]
 #[clippy::has_significant_drop]
 #[derive(Debug)]

@@ -133,6 +133,10 @@ impl Kind for Permits {
 
 impl Semaphore {
     /// Most permits one semaphore may have: acquisition scans the slots.
+    ///
+    /// ```
+    /// assert_eq!(quorate::Semaphore::MAX_PERMITS, 10_000);
+    /// ```
     pub const MAX_PERMITS: u32 = 10_000;
 
     /// A semaphore called `name` with `permits` permits.
@@ -141,6 +145,12 @@ impl Semaphore {
     /// over-long name, and `permits` of 0 or above
     /// [`MAX_PERMITS`](Self::MAX_PERMITS), are refused then with
     /// [`Error::InvalidArgument`] and nothing is sent.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8);
+    /// # }
+    /// ```
     pub fn new(quorum: &Quorum, name: impl Into<String>, permits: u32) -> Semaphore {
         Semaphore {
             leases: Leases::new(quorum, name.into(), Permits { permits }),
@@ -150,6 +160,12 @@ impl Semaphore {
     /// Sets the permit lease TTL. Defaults to the quorum's
     /// [`Config::ttl`](crate::Config::ttl). The permits of a crashed holder
     /// come back after at most this long.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8).with_ttl(std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_ttl(self, ttl: Duration) -> Semaphore {
         Semaphore {
@@ -158,6 +174,12 @@ impl Semaphore {
     }
 
     /// Turns automatic extension on or off. Defaults to on.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8).auto_extend(false);
+    /// # }
+    /// ```
     #[must_use]
     pub fn auto_extend(self, on: bool) -> Semaphore {
         Semaphore {
@@ -185,11 +207,23 @@ impl Semaphore {
     }
 
     /// The resource name.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::Semaphore::new(&q, "exports", 8).name(), "exports");
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         self.leases.name()
     }
 
     /// The number of permits.
+    ///
+    /// ```no_run
+    /// # fn demo(q: quorate::Quorum) {
+    /// assert_eq!(quorate::Semaphore::new(&q, "exports", 8).permits(), 8);
+    /// # }
+    /// ```
     pub fn permits(&self) -> u32 {
         self.leases.kind().permits
     }
@@ -208,6 +242,20 @@ impl Semaphore {
     ///
     /// Cancel safe: a dropped call holds nothing; slots its scripts took are
     /// released from a spawned task.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let exports = quorate::Semaphore::new(&q, "exports", 2);
+    /// let first = exports.acquire().await?;
+    /// let second = exports.acquire().await?;
+    /// assert!(exports.try_acquire().await?.is_none()); // both permits held
+    /// first.release().await?;
+    /// second.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire(&self) -> Result<SemaphorePermit> {
         self.acquire_many(1).await
     }
@@ -222,6 +270,15 @@ impl Semaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let cpus = quorate::Semaphore::new(&q, "cpus", 16);
+    /// let four = cpus.acquire_many(4).await?;
+    /// assert_eq!(four.num_permits(), 4);
+    /// four.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire_many(&self, k: u32) -> Result<SemaphorePermit> {
         let lease = self.leases.acquire(k, None).await?;
         Ok(SemaphorePermit { lease })
@@ -238,6 +295,14 @@ impl Semaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8);
+    /// let permit = exports.acquire_timeout(std::time::Duration::from_secs(5)).await?;
+    /// permit.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit> {
         self.acquire_many_timeout(1, timeout).await
     }
@@ -252,6 +317,14 @@ impl Semaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let cpus = quorate::Semaphore::new(&q, "cpus", 16);
+    /// let four = cpus.acquire_many_timeout(4, std::time::Duration::from_secs(5)).await?;
+    /// four.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire_many_timeout(&self, k: u32, timeout: Duration) -> Result<SemaphorePermit> {
         let lease = self.leases.acquire(k, Some(timeout)).await?;
         Ok(SemaphorePermit { lease })
@@ -267,6 +340,16 @@ impl Semaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8);
+    /// match exports.try_acquire().await? {
+    ///     Some(permit) => permit.release().await?,
+    ///     None => println!("all 8 exports running"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_acquire(&self) -> Result<Option<SemaphorePermit>> {
         self.try_acquire_many(1).await
     }
@@ -281,6 +364,15 @@ impl Semaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let cpus = quorate::Semaphore::new(&q, "cpus", 16);
+    /// if let Some(four) = cpus.try_acquire_many(4).await? {
+    ///     four.release().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_acquire_many(&self, k: u32) -> Result<Option<SemaphorePermit>> {
         let lease = self.leases.try_acquire(k).await?;
         Ok(lease.map(|lease| SemaphorePermit { lease }))
@@ -299,6 +391,14 @@ impl Semaphore {
     ///
     /// Cancel safe: dropping it drops `body` and releases the permit in the
     /// background.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// # async fn export() -> quorate::Result<()> { Ok(()) }
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8);
+    /// exports.run(async |_permit| export().await).await??;
+    /// # Ok(()) }
+    /// ```
     pub async fn run<T>(&self, body: impl AsyncFnOnce(&SemaphorePermit) -> T) -> Result<T> {
         lease::run(self.acquire().await?, body).await
     }
@@ -314,6 +414,18 @@ impl Semaphore {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads (and reaps expired permits).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> quorate::Result<()> {
+    /// # let servers = quorate::testkit::ServerGroup::start(1).unwrap();
+    /// # let q = quorate::Quorum::connect(servers.urls()).await?;
+    /// let exports = quorate::Semaphore::new(&q, "exports", 8);
+    /// let permit = exports.acquire().await?;
+    /// assert_eq!(exports.available_permits().await?, 7);
+    /// permit.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn available_permits(&self) -> Result<u32> {
         let plan = self.leases.plan()?;
         let permits = self.permits();
@@ -347,6 +459,14 @@ impl Semaphore {
 ///
 /// Dropping it without `release` releases in a spawned task (when a tokio
 /// runtime is running; otherwise the TTL frees the permits).
+///
+/// ```no_run
+/// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+/// let permit = quorate::Semaphore::new(&q, "exports", 8).acquire().await?;
+/// println!("slot {:?}, {:?} left", permit.slots(), permit.remaining());
+/// permit.release().await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "the permits are released when the permit is dropped"]
 #[clippy::has_significant_drop]
 #[derive(Debug)]
@@ -356,11 +476,25 @@ pub struct SemaphorePermit {
 
 impl SemaphorePermit {
     /// The number of permits held.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let permits = quorate::Semaphore::new(&q, "cpus", 16).acquire_many(4).await?;
+    /// assert_eq!(permits.num_permits(), 4);
+    /// # Ok(()) }
+    /// ```
     pub fn num_permits(&self) -> u32 {
         self.slots().len() as u32
     }
 
     /// The slots held, each in `0..permits`.
+    ///
+    /// ```no_run
+    /// # async fn demo(q: quorate::Quorum) -> quorate::Result<()> {
+    /// let permit = quorate::Semaphore::new(&q, "exports", 8).acquire().await?;
+    /// assert!(permit.slots().iter().all(|&slot| slot < 8));
+    /// # Ok(()) }
+    /// ```
     pub fn slots(&self) -> Vec<u32> {
         match self.lease.holding() {
             Holding::Slots(slots) => slots.clone(),

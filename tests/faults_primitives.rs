@@ -999,7 +999,11 @@ async fn s5_a_permit_whose_grant_reply_was_lost_frees_every_slot_at_release() {
             .any(|(slot, _)| slot == "1")
     })
     .await;
-    assert!(granted, "node 2 granted slot 1: {:?}", owners_on(&servers, 2, NAME).await);
+    assert!(
+        granted,
+        "node 2 granted slot 1: {:?}",
+        owners_on(&servers, 2, NAME).await
+    );
     permit.release().await.unwrap();
     let left = owners_on(&servers, 2, NAME).await;
     assert_eq!(

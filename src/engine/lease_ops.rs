@@ -42,6 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::line::{Line, Waiter};
+use tracing::{Instrument, Span};
+
 use super::node::{Call, invocation};
 use super::nodes::Nodes;
 use super::round::{self, Need, Round, Stragglers};
@@ -49,6 +51,7 @@ use super::scripts::{self, Invocation, Lua};
 use super::wait::Attempt;
 use crate::config::Timing;
 use crate::error::{Error, Result};
+use crate::observe::{self, Subject};
 
 /// How long a fencing counter outlives the last lease that raised it. The
 /// counters are floored at server time, so even a counter that expired
@@ -142,6 +145,11 @@ impl LeaseSpec {
         self.set_nx && self.line.is_none()
     }
 
+    /// What its leases are about, for spans and metrics.
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        Subject::of_script(self.acquire.name(), &self.resource)
+    }
+
     /// The acquire script with its keys set, for a claim to add its
     /// arguments to.
     pub(crate) fn acquire_invocation(&self) -> Invocation {
@@ -205,6 +213,23 @@ pub(crate) enum Fence {
 /// One acquisition attempt: round one, fencing round two on several
 /// nodes, and the undo when either falls short.
 pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Grant>> {
+    let spec = claim.spec.clone();
+    let subject = spec.subject();
+    let started = Instant::now();
+    let span = observe::acquire_span(subject);
+    let attempt = claim_once(nodes, claim, &span)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| match &attempt {
+        Ok(Attempt::Done(_)) => observe::granted(subject, started.elapsed()),
+        Ok(Attempt::Busy { retry_after }) => observe::contended(subject, *retry_after),
+        Ok(Attempt::Unavailable(e)) => observe::unavailable(subject, e),
+        Err(e) => observe::failed(subject, e),
+    });
+    attempt
+}
+
+async fn claim_once(nodes: &Arc<Nodes>, claim: Claim, span: &Span) -> Result<Attempt<Grant>> {
     let Claim {
         spec,
         token,
@@ -225,6 +250,7 @@ pub(crate) async fn claim(nodes: &Arc<Nodes>, claim: Claim) -> Result<Attempt<Gr
     let timeout = timing.node_timeout;
     let mut first = round::on_all(nodes, Call::grant(acquire), Need::Majority, timeout).await;
     undo.after = first.stragglers();
+    observe::votes(span, || first.tally(false));
     let mut verdict = Verdict::of(&first);
     if first.reached() && !verdict.settled() {
         // The votes in hand disagree; the stragglers may settle it.
@@ -418,7 +444,11 @@ pub(crate) async fn extend(
 ) -> Result<Instant> {
     let t1 = Instant::now();
     let call = spec.extend_call(token, timing.ttl_ms(), holding);
-    let round = round::on_all(nodes, call, Need::Majority, timing.node_timeout).await;
+    let span = observe::extend_span(spec.subject());
+    let round = round::on_all(nodes, call, Need::Majority, timing.node_timeout)
+        .instrument(span.clone())
+        .await;
+    observe::votes(&span, || round.tally(false));
     extend_outcome(&round, t1, timing)
 }
 
@@ -449,7 +479,8 @@ pub(crate) async fn release(
     valid: bool,
 ) -> Result<()> {
     let call = spec.release_call(token, holding);
-    let round = round::on_all(nodes, call, Need::All, timeout);
+    let round = round::on_all(nodes, call, Need::All, timeout)
+        .instrument(observe::release_span(spec.subject()));
     tokio::pin!(round);
     // Polled once, the release is queued on every connection; the head of
     // this process's waiters may go now, and its attempt follows it there.

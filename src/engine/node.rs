@@ -20,6 +20,7 @@ use super::admission::{Seen, millis};
 use super::scripts::{self, Invocation};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::observe;
 
 /// How long a node's record outlives the last handshake that refreshed it.
 const RECORD_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -87,6 +88,12 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// No answer came within the per-node timeout (the message every
+    /// deadline here gives).
+    fn timed_out(&self) -> bool {
+        self.message.starts_with("no answer within")
+    }
+
     fn transient(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
@@ -402,6 +409,19 @@ impl Node {
     /// an error is this node's vote. A grant from a node presumed restarted
     /// is [`Reply::Quarantined`].
     pub(crate) async fn invoke(&self, call: &Call, timeout: Duration) -> Reply {
+        let reply = self.request(call, timeout).await;
+        self.observe(&reply);
+        reply
+    }
+
+    /// Reports a failed request.
+    pub(crate) fn observe(&self, reply: &Reply) {
+        if let Reply::Failed(f) = reply {
+            observe::node_failed(&self.addr, &f.message, f.timed_out());
+        }
+    }
+
+    async fn request(&self, call: &Call, timeout: Duration) -> Reply {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut retried = false;
         let reply = loop {

@@ -17,6 +17,7 @@ use super::queue::Queues;
 use super::renewable::Renewals;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::observe;
 
 /// The nodes of one quorum.
 pub(crate) struct Nodes {
@@ -127,7 +128,7 @@ impl Nodes {
         let decision = quarantine_until(&hello.seen(), previous.as_deref(), younger, quarantine);
         if let Some((until, why)) = decision {
             let left = until.saturating_duration_since(Instant::now());
-            tracing::warn!(node = %node.addr, ?why, quarantine = ?left, "node presumed restarted; its grants do not count for a while");
+            observe::quarantined(&node.addr, left, &why);
             if why != Suspicion::Recorded {
                 node.record_quarantine(conn.clone(), &hello.run_id, left);
             }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use tracing::Instrument;
 
 use super::lease_ops::extend_outcome;
 use super::node::Call;
@@ -20,6 +21,7 @@ use super::nodes::Nodes;
 use super::renewable::Renewable;
 use super::round::Round;
 use crate::config::Timing;
+use crate::observe;
 
 /// The longest a renewal is brought forward to share a batch.
 const TICK: Duration = Duration::from_millis(100);
@@ -105,10 +107,16 @@ async fn renew(nodes: &Arc<Nodes>, due: Vec<Arc<dyn Renewable>>) {
         .unwrap_or(TICK)
         + PER_CALL * renewals.len() as u32;
     let calls: Vec<Call> = renewals.iter().map(|(call, _)| call.clone()).collect();
-    let per_node =
-        join_all((0..nodes.len()).map(|i| nodes.node(i).invoke_batch(&calls, timeout))).await;
+    let per_node = join_all((0..nodes.len()).map(|i| nodes.node(i).invoke_batch(&calls, timeout)))
+        .instrument(observe::renew_span(calls.len()))
+        .await;
     let mut rounds: Vec<Round> = (0..calls.len()).map(|_| Round::empty(nodes)).collect();
     for (i, replies) in per_node.into_iter().enumerate() {
+        // One pipelined request per node: when it fails, every call of it
+        // fails alike, and it counts once.
+        if let Some(first) = replies.first() {
+            nodes.node(i).observe(first);
+        }
         for (round, reply) in rounds.iter_mut().zip(replies) {
             round.record(i, reply);
         }

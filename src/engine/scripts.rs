@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, RedisResult, ToRedisArgs, Value};
 
+use crate::observe;
+
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
 /// One script as loaded: the prelude on its first line, then the file.
@@ -179,7 +181,9 @@ impl Invocation {
             Program::SetNx => return Ok(redis::from_redis_value(self.set_nx_run(conn).await?)?),
         };
         match self.cmd.query_async(conn).await {
-            Err(e) if e.kind() == NO_SCRIPT => self.eval(lua).query_async(conn).await,
+            Err(e) if e.kind() == NO_SCRIPT => {
+                observe::script_reload(lua.name(), self.eval(lua).query_async(conn)).await
+            }
             other => other,
         }
     }

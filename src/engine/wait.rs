@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::nodes::Nodes;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::observe::{self, Subject};
 
 /// The outcome of one attempt of a waiting call.
 #[derive(Debug)]
@@ -76,6 +77,21 @@ pub(crate) fn backoff(config: &Config, attempt: u32) -> Duration {
 /// attempt failed for want of nodes, [`Error::Timeout`] otherwise.
 pub(crate) async fn wait_for<T, F, Fut>(
     nodes: &Arc<Nodes>,
+    subject: Subject<'_>,
+    channel: &str,
+    timeout: Option<Duration>,
+    attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Attempt<T>>>,
+{
+    observe::waiting(subject, attempts(nodes, subject, channel, timeout, attempt)).await
+}
+
+async fn attempts<T, F, Fut>(
+    nodes: &Arc<Nodes>,
+    subject: Subject<'_>,
     channel: &str,
     timeout: Option<Duration>,
     mut attempt: F,
@@ -99,6 +115,7 @@ where
         ticket.acquired();
         return Ok(t);
     }
+    let _queued = observe::Queued::join(subject);
     // Behind the head: wait for the turn, at no cost to Redis.
     while !ticket.is_head() {
         let turn = ticket.notify.notified();

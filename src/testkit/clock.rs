@@ -81,6 +81,20 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Fails if the URL does not parse, the server cannot be reached or does
 /// not answer within 10 s, or the script fails.
+///
+/// # Cancel safety
+///
+/// Dropped before it returns, the clock may or may not have moved: the
+/// script runs in one piece on the server once sent.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = quorate::testkit::RedisServer::start()?;
+/// // Every expiry on the server comes 5 s sooner, as if its clock jumped.
+/// quorate::testkit::jump_clock(&server.url(), 5_000).await?;
+/// # Ok(()) }
+/// ```
 pub async fn jump_clock(server_url: &str, delta_ms: i64) -> redis::RedisResult<()> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))

@@ -25,7 +25,7 @@
 //!   long lets a second holder in, even if the run never shows the overlap.
 //!   [`sampled`](History::sampled) records the guard's deadline next to
 //!   each node's expiry of the key, read straight from the servers.
-//! - **lost**: once [`lost()`](crate::MutexGuard::lost) fired, the lease is
+//! - **lost**: once [`lost()`](crate::Lease::lost) fired, the lease is
 //!   never reported valid again.
 //!
 //! # Times come from the library
@@ -68,6 +68,17 @@ mod timeline;
 /// A thread-safe record of what the primitives did, cheap to clone: clones
 /// share one record. Use one per run, from every task. Printed with `{}`,
 /// it is a timeline of every event, for a failing test to show.
+///
+/// ```
+/// use quorate::testkit::{History, LeaseKind, Spec};
+/// use std::time::{Duration, Instant};
+///
+/// let history = History::new();
+/// let now = Instant::now();
+/// let id = history.lease(LeaseKind::Mutex, "orders", "a", 7, 1, now, now + Duration::from_secs(1));
+/// history.released(id, now + Duration::from_millis(500));
+/// assert!(history.check(&Spec::new().mutex("orders")).is_empty());
+/// ```
 #[derive(Clone, Default)]
 pub struct History {
     log: Arc<Mutex<Log>>,
@@ -82,6 +93,16 @@ struct Log {
 
 /// Identifies a lease recorded in a [`History`], to record its extensions
 /// and release.
+///
+/// ```
+/// use quorate::testkit::{History, LeaseKind, Spec};
+/// use std::time::{Duration, Instant};
+///
+/// let history = History::new();
+/// let now = Instant::now();
+/// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+/// history.released(id, now);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeaseId(usize);
 
@@ -92,6 +113,15 @@ impl fmt::Display for LeaseId {
 }
 
 /// What kind of guard a lease came from.
+///
+/// ```
+/// use quorate::testkit::{History, LeaseKind, Spec};
+/// use std::time::{Duration, Instant};
+///
+/// let history = History::new();
+/// let now = Instant::now();
+/// history.lease(LeaseKind::Semaphore, "exports", "a", None, 2, now, now + Duration::from_secs(1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LeaseKind {
     /// A [`MutexGuard`](crate::MutexGuard).
@@ -104,6 +134,12 @@ pub enum LeaseKind {
 
 /// What one node held for a lease, read straight from the server (not
 /// through a client's proxies), for [`History::sampled`].
+///
+/// ```
+/// use quorate::testkit::NodeHold;
+/// let gone = NodeHold::Missing;
+/// assert_ne!(gone, NodeHold::Unreachable);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeHold {
     /// The node holds the lease for its owner until this instant: the key's
@@ -125,6 +161,18 @@ pub enum NodeHold {
 /// [`is_valid()`](crate::Lease::is_valid), and only then read the
 /// nodes. A renewal landing in between then only makes the servers look
 /// better than the claim, never worse.
+///
+/// ```
+/// use quorate::testkit::{History, LeaseKind, Spec};
+/// use std::time::{Duration, Instant};
+///
+/// let history = History::new();
+/// let now = Instant::now();
+/// use quorate::testkit::{NodeHold, Sample};
+/// let deadline = now + Duration::from_secs(1);
+/// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, deadline);
+/// history.sampled(id, Sample { deadline, at: now, read_by: now, nodes: vec![NodeHold::Until(Some(deadline))] });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     /// The guard's deadline, read first, while the guard was valid.
@@ -256,6 +304,11 @@ impl Event {
 
 impl History {
     /// An empty history.
+    ///
+    /// ```
+    /// let history = quorate::testkit::History::new();
+    /// assert!(history.is_empty());
+    /// ```
     pub fn new() -> History {
         History::default()
     }
@@ -268,6 +321,16 @@ impl History {
     /// guard's [`deadline()`](crate::Lease::deadline). `holder` names
     /// the holder; for a reentrant lock it must be the owner id, since holds
     /// of one owner may overlap.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// let id = history.lease(LeaseKind::Mutex, "orders", "worker-1", 41, 1, now, now + Duration::from_secs(10));
+    /// assert_eq!(history.len(), 1);
+    /// ```
     #[expect(
         clippy::too_many_arguments,
         reason = "one flat call per grant keeps worker code short"
@@ -302,6 +365,16 @@ impl History {
     /// Records when the acquire call that produced lease `id` was invoked.
     /// Optional; a semaphore of several permits needs it to check fencing,
     /// since concurrent acquisitions may get their tokens in either order.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+    /// history.acquire_invoked(id, now - Duration::from_millis(2));
+    /// ```
     pub fn acquire_invoked(&self, id: LeaseId, at: Instant) {
         self.push(Event::Invoked { id, at });
     }
@@ -310,20 +383,50 @@ impl History {
     /// (the guard's [`deadline()`](crate::Lease::deadline) after it).
     /// The window ends at the latest deadline recorded, as the library
     /// keeps the later deadline when renewals overlap.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+    /// history.extended(id, now + Duration::from_secs(2));
+    /// ```
     pub fn extended(&self, id: LeaseId, deadline: Instant) {
         self.push(Event::Extended { id, deadline });
     }
 
     /// Records that release was invoked at `at`: the window ends at the
     /// earlier of `at` and the deadline.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+    /// history.released(id, Instant::now());
+    /// ```
     pub fn released(&self, id: LeaseId, at: Instant) {
         self.push(Event::Released { id, at });
     }
 
-    /// Records that the guard's [`lost()`](crate::MutexGuard::lost) future
+    /// Records that the guard's [`lost()`](crate::Lease::lost) future
     /// completed at `at` (take the instant when it completes). The window
     /// ends there: the library told the holder to stop. Stop watching before
     /// releasing, since `lost()` also completes at release.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+    /// history.lost(id, now + Duration::from_secs(1));
+    /// ```
     pub fn lost(&self, id: LeaseId, at: Instant) {
         self.push(Event::Lost { id, at });
     }
@@ -334,6 +437,18 @@ impl History {
     /// the claimed deadline; nodes that lost their data since the acquire
     /// was invoked ([`node_lost`](Self::node_lost)) count as holding it,
     /// since the restart quarantine keeps them out of other clients' votes.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// use quorate::testkit::{NodeHold, Sample};
+    /// let deadline = now + Duration::from_secs(1);
+    /// let id = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, deadline);
+    /// history.sampled(id, Sample { deadline, at: now, read_by: now, nodes: vec![NodeHold::Missing] });
+    /// ```
     pub fn sampled(&self, id: LeaseId, sample: Sample) {
         self.push(Event::Sampled { id, sample });
     }
@@ -341,12 +456,30 @@ impl History {
     /// Records that node `node` (its index in the samples) lost its data at
     /// `at`: killed, or restarted without persistence. Take the instant
     /// before the kill.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.node_lost(0, now); // node 0 restarted empty
+    /// ```
     pub fn node_lost(&self, node: usize, at: Instant) {
         self.push(Event::NodeLost { node, at });
     }
 
     /// Records a failed operation. Informational: no check reads it, but it
     /// shows in the history's [`Display`](fmt::Display) timeline.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.failed("orders", "lock", "quorum not reached".into(), now);
+    /// ```
     pub fn failed(&self, resource: &str, op: &str, error: String, at: Instant) {
         self.push(Event::Failed {
             resource: resource.to_owned(),
@@ -358,6 +491,16 @@ impl History {
 
     /// Records a latch count-down under operation `id`, invoked at
     /// `invoked`; `ok` tells whether it returned `Ok`.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.count_down("boot", "shard-1", now, true);
+    /// assert!(history.check(&Spec::new().latch("boot", 2)).is_empty());
+    /// ```
     pub fn count_down(&self, resource: &str, id: &str, invoked: Instant, ok: bool) {
         self.push(Event::CountDown {
             resource: resource.to_owned(),
@@ -374,6 +517,15 @@ impl History {
     /// observation and the instant it was **invoked** for a closed one: a
     /// read that started before the latch opened may return closed after
     /// someone saw it open, and that is no violation.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.latch_observed("boot", false, now);
+    /// ```
     pub fn latch_observed(&self, resource: &str, open: bool, at: Instant) {
         self.push(Event::LatchObserved {
             resource: resource.to_owned(),
@@ -383,6 +535,15 @@ impl History {
     }
 
     /// Records that `party` invoked a barrier wait at `invoked`.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.arrived("phase", "p1", now);
+    /// ```
     pub fn arrived(&self, resource: &str, party: &str, invoked: Instant) {
         self.push(Event::Arrived {
             resource: resource.to_owned(),
@@ -393,6 +554,19 @@ impl History {
 
     /// Records that `party`'s barrier wait returned `Ok` at `at`, for
     /// `generation`, as leader or not.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.arrived("phase", "p1", now);
+    /// history.arrived("phase", "p2", now);
+    /// history.barrier_released("phase", "p1", 0, true, now + Duration::from_millis(1));
+    /// history.barrier_released("phase", "p2", 0, false, now + Duration::from_millis(1));
+    /// assert!(history.check(&Spec::new().barrier("phase", 2)).is_empty());
+    /// ```
     pub fn barrier_released(
         &self,
         resource: &str,
@@ -412,6 +586,16 @@ impl History {
 
     /// Records that `party`'s barrier wait returned
     /// [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) at `at`.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.arrived("phase", "p1", now);
+    /// history.barrier_broken("phase", "p1", now + Duration::from_secs(1));
+    /// ```
     pub fn barrier_broken(&self, resource: &str, party: &str, at: Instant) {
         self.push(Event::BarrierBroken {
             resource: resource.to_owned(),
@@ -424,6 +608,16 @@ impl History {
     /// outcome (an error other than a broken barrier, such as too few nodes
     /// to learn it): it may have been released. A generation may then show
     /// one release or leader fewer, never more.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.arrived("phase", "p1", now);
+    /// history.barrier_unknown("phase", "p1", now + Duration::from_secs(1));
+    /// ```
     pub fn barrier_unknown(&self, resource: &str, party: &str, at: Instant) {
         self.push(Event::BarrierUnknown {
             resource: resource.to_owned(),
@@ -433,11 +627,25 @@ impl History {
     }
 
     /// The number of events recorded (every call above counts one).
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// history.node_lost(0, now);
+    /// assert_eq!(history.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.lock().events.len()
     }
 
     /// True when nothing was recorded.
+    ///
+    /// ```
+    /// assert!(quorate::testkit::History::new().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -447,6 +655,18 @@ impl History {
     /// checked. References to leases this history never granted, and leases
     /// of another kind than the spec gives their resource, are reported
     /// under the check `"history"`.
+    ///
+    /// ```
+    /// use quorate::testkit::{History, LeaseKind, Spec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let history = History::new();
+    /// let now = Instant::now();
+    /// let a = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+    /// let b = history.lease(LeaseKind::Mutex, "orders", "b", None, 1, now, now + Duration::from_secs(1));
+    /// let violations = history.check(&Spec::new().mutex("orders"));
+    /// assert_eq!(violations[0].check, "mutex"); // two holders at once
+    /// ```
     pub fn check(&self, spec: &Spec) -> Vec<Violation> {
         // A snapshot, so that recording goes on while the checks run.
         let events = self.lock().events.clone();
@@ -508,29 +728,49 @@ impl Expect {
 
 impl Spec {
     /// An empty spec: checks nothing.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().mutex("orders").semaphore("exports", 8);
+    /// ```
     pub fn new() -> Spec {
         Spec::default()
     }
 
     /// `resource` is a mutex: mutual exclusion and fencing.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().mutex("orders");
+    /// ```
     #[must_use]
     pub fn mutex(self, resource: &str) -> Spec {
         self.with(resource, Expect::Mutex)
     }
 
     /// `resource` is a semaphore of `limit` permits: capacity and fencing.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().semaphore("exports", 8);
+    /// ```
     #[must_use]
     pub fn semaphore(self, resource: &str, limit: u32) -> Spec {
         self.with(resource, Expect::Semaphore { limit })
     }
 
     /// `resource` is a reentrant lock: exclusion between owners and fencing.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().reentrant("ledger");
+    /// ```
     #[must_use]
     pub fn reentrant(self, resource: &str) -> Spec {
         self.with(resource, Expect::Reentrant)
     }
 
     /// `resource` is a latch opening after `count` distinct count-downs.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().latch("boot", 3);
+    /// ```
     #[must_use]
     pub fn latch(self, resource: &str, count: u32) -> Spec {
         self.with(resource, Expect::Latch { count, ttl: None })
@@ -541,6 +781,10 @@ impl Spec {
     /// Every node that got a count-down keeps its state at least until the
     /// first count-down was invoked plus `ttl`; closed observations invoked
     /// later are not checked, since the state may have expired by then.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().expiring_latch("boot", 3, std::time::Duration::from_secs(60));
+    /// ```
     #[must_use]
     pub fn expiring_latch(self, resource: &str, count: u32, ttl: Duration) -> Spec {
         let ttl = Some(ttl);
@@ -548,6 +792,10 @@ impl Spec {
     }
 
     /// `resource` is a barrier of `parties` parties.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().barrier("phase", 4);
+    /// ```
     #[must_use]
     pub fn barrier(self, resource: &str, parties: u32) -> Spec {
         let all_or_none = true;
@@ -566,6 +814,10 @@ impl Spec {
     /// both broken and released. It does not require every generation to
     /// release all its parties with a leader, which nodes that saw arrivals
     /// in different orders (faults during arrival) may prevent.
+    ///
+    /// ```
+    /// let spec = quorate::testkit::Spec::new().barrier_safety("phase", 4);
+    /// ```
     pub fn barrier_safety(self, resource: &str, parties: u32) -> Spec {
         let all_or_none = false;
         self.with(
@@ -584,6 +836,19 @@ impl Spec {
 }
 
 /// A safety property the history breaks.
+///
+/// ```
+/// use quorate::testkit::{History, LeaseKind, Spec};
+/// use std::time::{Duration, Instant};
+///
+/// let history = History::new();
+/// let now = Instant::now();
+/// let a = history.lease(LeaseKind::Mutex, "orders", "a", None, 1, now, now + Duration::from_secs(1));
+/// let b = history.lease(LeaseKind::Mutex, "orders", "b", None, 1, now, now + Duration::from_secs(1));
+/// for v in history.check(&Spec::new().mutex("orders")) {
+///     eprintln!("{} on {}: {}", v.check, v.resource, v.detail);
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which check failed: `"mutex"`, `"reentrant"`, `"semaphore"`,

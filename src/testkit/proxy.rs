@@ -46,6 +46,17 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// wrong requests, and half a swallowed command garbles the next one. After
 /// [`heal`](Self::heal), call [`reset`](Self::reset) too when clients must
 /// start clean.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use quorate::testkit::{FaultProxy, RedisServer};
+/// let server = RedisServer::start()?;
+/// let proxy = FaultProxy::start(server.port()).await?;
+/// let q = quorate::Quorum::connect([proxy.url()]).await?;
+/// proxy.set_latency(std::time::Duration::from_millis(20), std::time::Duration::ZERO);
+/// # Ok(()) }
+/// ```
 pub struct FaultProxy {
     port: u16,
     target_port: u16,
@@ -91,6 +102,20 @@ impl FaultProxy {
     /// # Errors
     ///
     /// Fails if no listening socket can be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves no proxy running.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// assert_ne!(proxy.port(), server.port());
+    /// # Ok(()) }
+    /// ```
     pub async fn start(target_port: u16) -> io::Result<FaultProxy> {
         let listener = bind_free_port().await?;
         let port = listener.local_addr()?.port();
@@ -108,11 +133,31 @@ impl FaultProxy {
     }
 
     /// The port the proxy listens on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// assert!(proxy.url().ends_with(&proxy.port().to_string()));
+    /// # Ok(()) }
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The connection URL, `redis://127.0.0.1:{port}`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// let q = quorate::Quorum::connect([proxy.url()]).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -122,6 +167,17 @@ impl FaultProxy {
     /// takes at least `2 * delay` more. Chunks are never reordered within a
     /// direction: a chunk whose draw is shorter waits for the one before.
     /// Chunks already on their way keep their earlier delay.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// use std::time::Duration;
+    /// proxy.set_latency(Duration::from_millis(30), Duration::from_millis(10));
+    /// # Ok(()) }
+    /// ```
     pub fn set_latency(&self, delay: Duration, jitter: Duration) {
         *self.shared.latency() = Latency { delay, jitter };
     }
@@ -130,6 +186,17 @@ impl FaultProxy {
     /// read and discarded: nothing is forwarded and nothing answered, as
     /// with a frozen (SIGSTOPped) server or a silent network drop. Applies
     /// to existing connections too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.blackhole(true); // a partition: bytes vanish both ways
+    /// proxy.blackhole(false);
+    /// # Ok(()) }
+    /// ```
     pub fn blackhole(&self, on: bool) {
         self.shared.blackhole.store(on, Ordering::SeqCst);
     }
@@ -137,6 +204,16 @@ impl FaultProxy {
     /// While on, requests still reach the server but everything it sends
     /// back is discarded: the command runs and the client never learns it
     /// did, the ambiguous outcome a lock client must survive.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.drop_replies(true); // commands run, their answers never come
+    /// # Ok(()) }
+    /// ```
     pub fn drop_replies(&self, on: bool) {
         self.shared.drop_replies.store(on, Ordering::SeqCst);
     }
@@ -144,6 +221,16 @@ impl FaultProxy {
     /// While on, everything the client sends is discarded, so nothing
     /// reaches the server; replies to requests forwarded earlier still
     /// flow back.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.drop_requests(true); // commands never reach the server
+    /// # Ok(()) }
+    /// ```
     pub fn drop_requests(&self, on: bool) {
         self.shared.drop_requests.store(on, Ordering::SeqCst);
     }
@@ -151,6 +238,16 @@ impl FaultProxy {
     /// Aborts every open connection at once: the client gets a TCP reset
     /// (RST), and bytes still queued for latency are lost. New connections
     /// are accepted as usual afterwards.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.reset(); // every connection broken at once
+    /// # Ok(()) }
+    /// ```
     pub fn reset(&self) {
         self.shared
             .resets
@@ -159,6 +256,16 @@ impl FaultProxy {
 
     /// While on, new connections are reset right after they are accepted,
     /// like a node that is down; turning it on also resets the open ones.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.refuse(true); // new connections are refused
+    /// # Ok(()) }
+    /// ```
     pub fn refuse(&self, on: bool) {
         self.shared.refuse.store(on, Ordering::SeqCst);
         if on {
@@ -169,6 +276,17 @@ impl FaultProxy {
     /// Turns every fault off and the latency to zero. Open connections are
     /// kept; see the [type docs](FaultProxy) for why a
     /// [`reset`](Self::reset) may be wanted too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.blackhole(true);
+    /// proxy.heal(); // every fault off
+    /// # Ok(()) }
+    /// ```
     pub fn heal(&self) {
         self.set_latency(Duration::ZERO, Duration::ZERO);
         self.blackhole(false);
@@ -178,6 +296,17 @@ impl FaultProxy {
     }
 
     /// The number of client connections currently open through the proxy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// let q = quorate::Quorum::connect([proxy.url()]).await?;
+    /// assert!(proxy.connections() >= 1);
+    /// # Ok(()) }
+    /// ```
     pub fn connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
     }
@@ -185,6 +314,20 @@ impl FaultProxy {
     /// Stops the proxy and waits until its port is released and all its
     /// connections are closed. Dropping the handle does the same without
     /// waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the proxy stops either way; only the wait is cut short.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::{FaultProxy, RedisServer};
+    /// let server = RedisServer::start()?;
+    /// let proxy = FaultProxy::start(server.port()).await?;
+    /// proxy.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(mut self) {
         drop(self.stop.take());
         // A panic of the proxy task would already have shown as failures;

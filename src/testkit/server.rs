@@ -42,6 +42,15 @@ static NEXT_DIR_ID: AtomicU64 = AtomicU64::new(0);
 ///
 /// The server is started with persistence disabled, so every (re)start
 /// begins with an empty dataset.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut server = quorate::testkit::RedisServer::start()?;
+/// let q = quorate::Quorum::connect([server.url()]).await?;
+/// server.kill(); // a node down, for a test
+/// # Ok(()) }
+/// ```
 pub struct RedisServer {
     port: u16,
     binary: PathBuf,
@@ -63,6 +72,12 @@ impl RedisServer {
     /// Fails with [`io::ErrorKind::NotFound`] (and a message saying how to fix
     /// it) if the binary cannot be found, or with an error containing the
     /// server's log if it does not come up after several ports were tried.
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// assert!(server.is_running());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn start() -> io::Result<RedisServer> {
         RedisServer::start_with(&[])
     }
@@ -76,6 +91,11 @@ impl RedisServer {
     /// # Errors
     ///
     /// As [`start`](Self::start).
+    ///
+    /// ```
+    /// let durable = quorate::testkit::RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"])?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn start_with(args: &[&str]) -> io::Result<RedisServer> {
         let binary = binary_path();
         retry(FRESH_PORT_ATTEMPTS, Duration::ZERO, || {
@@ -88,16 +108,36 @@ impl RedisServer {
 
     /// The TCP port the server listens on; it stays the same across
     /// [`restart`](Self::restart).
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// assert_ne!(server.port(), 6379);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The connection URL, `redis://127.0.0.1:{port}`.
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// The process id, or `None` once the server was killed or has exited.
+    ///
+    /// ```
+    /// let mut server = quorate::testkit::RedisServer::start()?;
+    /// assert!(server.pid().is_some());
+    /// server.kill();
+    /// assert!(server.pid().is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.live_child().as_ref().map(Child::id)
     }
@@ -106,6 +146,13 @@ impl RedisServer {
     ///
     /// Calling it again is a no-op. The port is remembered, so
     /// [`restart`](Self::restart) brings the server back on it.
+    ///
+    /// ```
+    /// let mut server = quorate::testkit::RedisServer::start()?;
+    /// server.kill();
+    /// assert!(!server.is_running());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn kill(&mut self) {
         let slot = self.child.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(mut child) = slot.take() {
@@ -124,6 +171,13 @@ impl RedisServer {
     ///
     /// Panics if the signal cannot be sent, because a test that believes the
     /// server is frozen when it is not would prove nothing.
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// server.pause(); // accepts connections, answers nothing
+    /// server.resume();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn pause(&self) {
         self.signal("-STOP");
     }
@@ -133,6 +187,14 @@ impl RedisServer {
     /// # Panics
     ///
     /// Panics if the signal cannot be sent.
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// server.pause();
+    /// server.resume();
+    /// assert!(server.is_running());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn resume(&self) {
         self.signal("-CONT");
     }
@@ -145,6 +207,14 @@ impl RedisServer {
     ///
     /// Fails if the server does not come back after several attempts; the
     /// error includes its log.
+    ///
+    /// ```
+    /// let mut server = quorate::testkit::RedisServer::start()?;
+    /// let port = server.port();
+    /// server.restart()?; // empty, on the same port
+    /// assert_eq!(server.port(), port);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill();
         // Nothing should have been saved, but a test may have run SAVE;
@@ -154,11 +224,23 @@ impl RedisServer {
     }
 
     /// Whether the server process is alive (a paused server counts as alive).
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// assert!(server.is_running());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_running(&self) -> bool {
         self.live_child().is_some()
     }
 
     /// The server's log (across restarts), meant for panic messages.
+    ///
+    /// ```
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// assert!(server.log().contains("Ready to accept connections"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn log(&self) -> String {
         match fs::read(self.dir.join(LOG_FILE)) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -171,6 +253,16 @@ impl RedisServer {
     /// # Panics
     ///
     /// Never in practice: the URL is always well formed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = quorate::testkit::RedisServer::start()?;
+    /// let mut conn = server.client().get_multiplexed_async_connection().await?;
+    /// let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+    /// assert_eq!(pong, "PONG");
+    /// # Ok(()) }
+    /// ```
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).unwrap()
     }
@@ -271,6 +363,15 @@ impl Drop for RedisServer {
 ///
 /// Indexing gives access to single servers, so a test can kill, pause or
 /// restart a minority of them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let servers = quorate::testkit::ServerGroup::start(3)?;
+/// let q = quorate::Quorum::connect(servers.urls()).await?;
+/// assert_eq!(q.majority(), 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ServerGroup {
     servers: Vec<RedisServer>,
@@ -283,6 +384,12 @@ impl ServerGroup {
     ///
     /// Fails as [`RedisServer::start`] does; servers already started are
     /// stopped again.
+    ///
+    /// ```
+    /// let servers = quorate::testkit::ServerGroup::start(3)?;
+    /// assert_eq!(servers.len(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn start(n: usize) -> io::Result<ServerGroup> {
         let servers = (0..n)
             .map(|_| RedisServer::start())
@@ -291,21 +398,45 @@ impl ServerGroup {
     }
 
     /// The URLs of all servers, in index order.
+    ///
+    /// ```
+    /// let servers = quorate::testkit::ServerGroup::start(3)?;
+    /// assert!(servers.urls().iter().all(|u| u.starts_with("redis://127.0.0.1:")));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn urls(&self) -> Vec<String> {
         self.servers.iter().map(RedisServer::url).collect()
     }
 
     /// The number of servers.
+    ///
+    /// ```
+    /// let servers = quorate::testkit::ServerGroup::start(1)?;
+    /// assert_eq!(servers.len(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.servers.len()
     }
 
     /// Whether the group has no servers.
+    ///
+    /// ```
+    /// let servers = quorate::testkit::ServerGroup::start(1)?;
+    /// assert!(!servers.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
     }
 
     /// Iterates over the servers in index order.
+    ///
+    /// ```
+    /// let servers = quorate::testkit::ServerGroup::start(3)?;
+    /// assert!(servers.iter().all(|s| s.is_running()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn iter(&self) -> std::slice::Iter<'_, RedisServer> {
         self.servers.iter()
     }

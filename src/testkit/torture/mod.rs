@@ -41,6 +41,15 @@ pub use rng::Rng;
 pub use schedule::{Action, ParseError, Schedule, Step};
 
 /// What to run. Build it with `Torture::default()` and struct update syntax.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use quorate::testkit::torture::{self, Torture};
+/// let report = torture::run(Torture { seed: 7, ..Torture::default() }).await?;
+/// assert!(report.violations.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Torture {
     /// Redis nodes. Default: 5.
@@ -82,6 +91,11 @@ impl Torture {
     /// `max_ttl` of twice it, so a restarted node sits out only a short
     /// quarantine. Every lease, latch and barrier TTL of the run is at most
     /// `max_ttl`.
+    ///
+    /// ```
+    /// let config = quorate::testkit::torture::Torture::default().config();
+    /// assert!(config.ttl <= config.max_ttl);
+    /// ```
     pub fn config(&self) -> Config {
         Config {
             ttl: self.ttl,
@@ -97,6 +111,15 @@ impl Torture {
 }
 
 /// What a run did and found.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use quorate::testkit::torture::{self, Torture};
+/// let report = torture::run(Torture::default()).await?;
+/// println!("{} operations, {} faults", report.total_ops(), report.total_faults());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Report {
     /// The run's settings.
@@ -123,11 +146,29 @@ pub struct Report {
 
 impl Report {
     /// Total successful operations.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::torture::{self, Torture};
+    /// let report = torture::run(Torture::default()).await?;
+    /// assert!(report.total_ops() > 0);
+    /// # Ok(()) }
+    /// ```
     pub fn total_ops(&self) -> u64 {
         self.ops.values().sum()
     }
 
     /// Total faults injected.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testkit::torture::{self, Torture};
+    /// let report = torture::run(Torture::default()).await?;
+    /// println!("{} faults injected", report.total_faults());
+    /// # Ok(()) }
+    /// ```
     pub fn total_faults(&self) -> u64 {
         self.faults.values().sum()
     }
@@ -307,8 +348,29 @@ impl Rig {
     }
 }
 
-/// Runs a torture and reports. Fails only if servers or proxies cannot be
-/// started, or a schedule file cannot be read or written.
+/// Runs a torture and reports.
+///
+/// # Errors
+///
+/// Fails only if servers or proxies cannot be started, or a schedule file
+/// cannot be read or written.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropped midway, it reports nothing, and its workers
+/// run on until the run's end time, keeping its servers up until then.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use quorate::testkit::torture::{self, Torture};
+/// use std::time::Duration;
+/// let report = torture::run(Torture { duration: Duration::from_secs(60), seed: 42, ..Torture::default() }).await?;
+/// for v in &report.violations {
+///     eprintln!("{}: {}", v.check, v.detail);
+/// }
+/// # Ok(()) }
+/// ```
 pub async fn run(torture: Torture) -> std::io::Result<Report> {
     let schedule = schedule(&torture)?;
     let rig = Arc::new(rig(torture).await?);

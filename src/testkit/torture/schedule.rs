@@ -33,6 +33,12 @@ use super::{Layout, NEWCOMER_SLOTS, Torture};
 
 /// One action of the nemesis. Nodes, clients and newcomer slots are
 /// indices of the run (see [`Schedule::fits`]).
+///
+/// ```
+/// use quorate::testkit::torture::Action;
+/// assert!(Action::Resume(0).heals());
+/// assert!(!Action::Kill(0).heals());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `kill N`: SIGKILL node N.
@@ -73,6 +79,10 @@ pub enum Action {
 impl Action {
     /// True for actions that end a fault: they still run when the run is
     /// over, to leave everything healed.
+    ///
+    /// ```
+    /// assert!(quorate::testkit::torture::Action::Restart(1).heals());
+    /// ```
     pub fn heals(&self) -> bool {
         matches!(
             self,
@@ -134,6 +144,14 @@ fn list(items: &[usize]) -> String {
 }
 
 /// An action at its offset from the start of the run.
+///
+/// ```
+/// use quorate::testkit::torture::{Schedule, Torture};
+/// let schedule = Schedule::plan(&Torture::default());
+/// for step in schedule.steps().iter().take(3) {
+///     println!("{:?}: {:?}", step.at, step.action);
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     /// When, from the start of the run (whole milliseconds).
@@ -144,6 +162,13 @@ pub struct Step {
 
 /// The whole plan of a run, in order of offset. Printed with `{}` in the
 /// text form that [`str::parse`] reads back.
+///
+/// ```
+/// use quorate::testkit::torture::{Schedule, Torture};
+/// let schedule = Schedule::plan(&Torture::default());
+/// let text = schedule.to_string();
+/// assert_eq!(text.parse::<Schedule>().unwrap().steps().len(), schedule.steps().len());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Schedule {
     steps: Vec<Step>,
@@ -152,11 +177,23 @@ pub struct Schedule {
 impl Schedule {
     /// The schedule of `torture`: a pure function of its seed, node and
     /// worker counts, duration and TTL.
+    ///
+    /// ```
+    /// use quorate::testkit::torture::{Schedule, Torture};
+    /// let schedule = Schedule::plan(&Torture { seed: 7, ..Torture::default() });
+    /// assert!(!schedule.steps().is_empty());
+    /// ```
     pub fn plan(torture: &Torture) -> Schedule {
         Planner::new(torture).plan()
     }
 
     /// The steps, in order of offset.
+    ///
+    /// ```
+    /// use quorate::testkit::torture::{Schedule, Torture};
+    /// let schedule = Schedule::plan(&Torture::default());
+    /// assert!(schedule.steps().windows(2).all(|w| w[0].at <= w[1].at));
+    /// ```
     pub fn steps(&self) -> &[Step] {
         &self.steps
     }
@@ -167,6 +204,12 @@ impl Schedule {
     /// # Errors
     ///
     /// The first step naming something that does not exist.
+    ///
+    /// ```
+    /// use quorate::testkit::torture::{Schedule, Torture};
+    /// let torture = Torture::default();
+    /// assert!(Schedule::plan(&torture).fits(&torture).is_ok());
+    /// ```
     pub fn fits(&self, torture: &Torture) -> Result<(), String> {
         let layout = Layout::of(torture);
         for step in &self.steps {
@@ -202,6 +245,11 @@ impl fmt::Display for Schedule {
 }
 
 /// A line of a schedule file that does not parse.
+///
+/// ```
+/// let e = "oops".parse::<quorate::testkit::torture::Schedule>().unwrap_err();
+/// eprintln!("{e}");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     /// The line number, from 1.
