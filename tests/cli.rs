@@ -31,6 +31,36 @@ fn quorate(servers: &ServerGroup) -> Command {
     cmd
 }
 
+/// A running `quorate watch`: killed when dropped, so a failed test leaves
+/// no process behind.
+struct Watching(std::process::Child);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `quorate watch NAME` with a long interval, its views arriving on
+/// the channel line by line.
+fn watch(servers: &ServerGroup, name: &str) -> (Watching, mpsc::Receiver<String>) {
+    let mut child = quorate(servers)
+        .args(["watch", name, "--interval", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = mpsc::channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    (Watching(child), seen)
+}
+
 fn run(servers: &ServerGroup, args: &[&str]) -> Output {
     let out = quorate(servers).args(args).output().unwrap();
     assert!(
@@ -437,29 +467,34 @@ async fn watch_refreshes_on_notifications_and_ends_cleanly_on_ctrl_c() {
     let (servers, q) = cluster(1).await;
     let guard = Mutex::new(&q, "watched").lock().await.unwrap();
     // A long interval: a refresh within it comes from the notification.
-    let mut child = quorate(&servers)
-        .args(["watch", "watched", "--interval", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, seen) = mpsc::channel();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let (mut child, seen) = watch(&servers, "watched");
     let first = headline(&seen, "mutex watched: held by ");
     assert!(first.ends_with("on 1 of 1 nodes"), "{first}");
     guard.release().await.unwrap();
     headline(&seen, "mutex watched: not held");
 
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let signalled = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(signalled.success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_exits_unreachable_when_its_nodes_go_away() {
+    let (mut servers, _q) = cluster(1).await;
+    let (mut child, seen) = watch(&servers, "orphaned");
+    headline(&seen, "orphaned: not found");
+    servers[0].kill();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still watching");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(3), "{status:?}");
 }
 
 /// The next view's first line, which must start with `start`.

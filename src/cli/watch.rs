@@ -8,7 +8,7 @@ use futures::stream::{self, BoxStream};
 use super::nodes::Nodes;
 use super::report::{Output, Report};
 use super::state::ResourceKeys;
-use super::{Outcome, Status, args};
+use super::{Failure, Outcome, Status, args};
 
 pub(super) async fn run(nodes: &Nodes, watch: &args::Watch, out: Output) -> Outcome {
     let keys = ResourceKeys::new(&nodes.key_prefix, &watch.name)?;
@@ -42,7 +42,13 @@ pub(super) async fn run(nodes: &Nodes, watch: &args::Watch, out: Output) -> Outc
         tokio::select! {
             biased;
             _ = &mut interrupted => return Ok(Status::Ok),
-            _ = notified.next() => {}
+            message = notified.next() => if message.is_none() {
+                // Every subscription ended: the nodes went away.
+                return Err(Failure::unreachable(format!(
+                    "lost the connection to every node watching {}",
+                    watch.name
+                )));
+            },
             () = tokio::time::sleep(watch.interval) => {}
         }
     }
