@@ -11,8 +11,8 @@
 //! - W3: 16 tasks on one key, each holding it 1 ms and competing again at
 //!   once, for 5 s: acquisitions/s and fairness (fewest ÷ most per task).
 //! - W3b: W3, but a task that released waits until another has acquired:
-//!   the handoff gap p50 (a release returning to the next acquire
-//!   returning) and acquisitions/s.
+//!   the handoff gap p50 (a release sent to the next acquire returning: a
+//!   release plus an acquire) and acquisitions/s.
 //!
 //! The raw floor cannot wait for a held lock, so it sits out W3 and W3b.
 //! Failed releases are counted and listed under the table (rslock's
@@ -226,25 +226,25 @@ async fn w3(system: &System, run_for: Duration, turns: Turns) -> Option<Contenti
                     return mine;
                 }
                 let mut turn = 0;
-                // `released` is set again once the release returns.
+                // `releasing` is set again when the release is sent.
                 log.send_modify(|log| {
                     turn = log.len();
                     log.push(Turn {
                         acquired: at,
-                        released: at,
+                        releasing: at,
                     });
                 });
                 mine += 1;
                 tokio::task::spawn_blocking(|| std::thread::sleep(HOLD))
                     .await
                     .unwrap();
-                held.release().await;
-                let released = Instant::now();
                 // Recorded without waking anyone: only acquisitions do.
+                let releasing = Instant::now();
                 log.send_if_modified(|log| {
-                    log[turn].released = released;
+                    log[turn].releasing = releasing;
                     false
                 });
+                held.release().await;
                 if let Turns::AfterAnother = turns {
                     let next = acquired.wait_for(|log| log.len() > turn + 1);
                     if tokio::time::timeout_at(deadline.into(), next)
@@ -270,11 +270,12 @@ async fn w3(system: &System, run_for: Duration, turns: Turns) -> Option<Contenti
     })
 }
 
-/// One acquisition in W3: when its acquire and its release returned.
+/// One acquisition in W3: when its acquire returned and its release was
+/// sent.
 #[derive(Clone, Copy)]
 struct Turn {
     acquired: Instant,
-    released: Instant,
+    releasing: Instant,
 }
 
 /// What W3 and W3b measured.
@@ -296,13 +297,12 @@ impl Contention {
         fewest as f64 / most.max(1) as f64
     }
 
-    /// From one release returning to the next acquire returning; zero when
-    /// the next acquire returned first.
+    /// From one release being sent to the next acquire returning.
     fn gap_p50(&self) -> Duration {
         let gaps = self
             .turns
             .windows(2)
-            .map(|w| w[1].acquired.saturating_duration_since(w[0].released));
+            .map(|w| w[1].acquired.saturating_duration_since(w[0].releasing));
         Latencies::new(gaps.collect()).p50
     }
 }

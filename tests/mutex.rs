@@ -290,3 +290,51 @@ async fn run_cancels_the_body_and_reports_a_lost_lease() {
     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
     assert!(!reached_the_end.load(Ordering::SeqCst));
 }
+
+/// Calls of `command` a server has run so far (its `INFO commandstats`).
+async fn calls(servers: &ServerGroup, i: usize, command: &str) -> u64 {
+    let mut c = common::conn(servers, i).await;
+    let stats: redis::InfoDict = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let stat: String = stats.get(&format!("cmdstat_{command}")).unwrap_or_default();
+    stat.split(',')
+        .find_map(|f| f.strip_prefix("calls="))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_waiters_in_one_process_costs_the_nodes_what_one_does() {
+    const CROWD: usize = 500;
+    let servers = ServerGroup::start(3).unwrap();
+    let q = common::builder(&servers).build().await.unwrap();
+    let mutex = Mutex::new(&q, "crowded");
+    let holder = mutex.lock().await.unwrap();
+    let before = calls(&servers, 0, "set").await;
+    let done = Arc::new(AtomicU64::new(0));
+    let waiters: Vec<_> = (0..CROWD)
+        .map(|_| {
+            let (mutex, done) = (mutex.clone(), done.clone());
+            tokio::spawn(async move {
+                let guard = mutex.lock().await.unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+                guard.release().await.unwrap();
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first waiter tries, then retries with backoff; the rest queue here.
+    let attempts = calls(&servers, 0, "set").await - before;
+    assert!(
+        attempts <= 12,
+        "{attempts} attempts in 1 s from {CROWD} waiters"
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 0);
+    holder.release().await.unwrap();
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert_eq!(done.load(Ordering::SeqCst), CROWD as u64);
+}
