@@ -549,6 +549,12 @@ impl Undo {
     /// would free before the release: undo there, once every node has
     /// answered (in the background when some have not yet).
     fn keep(&mut self, mut first: Round, held: &[i64]) {
+        // Only slots can differ from node to node: a mutex or reentrant
+        // grant is the same everywhere, and a straggler's is part of it.
+        if !matches!(self.holding, Holding::Slots(_)) {
+            self.armed = false;
+            return;
+        }
         let others = |round: &Round| -> Vec<usize> {
             round
                 .yes()
