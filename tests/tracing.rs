@@ -216,7 +216,7 @@ fn operations_are_logged_at_an_operators_levels_without_owner_tokens() {
     assert!(
         reloads
             .iter()
-            .any(|s| s.field("script") == Some("mutex_acquire")),
+            .any(|s| s.field("script") == Some("mutex_release")),
         "{reloads:?}"
     );
 
