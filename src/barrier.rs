@@ -405,7 +405,7 @@ impl Party<'_> {
             .arg(&self.keys.channel)
             .arg(u8::from(self.quorum().node_count() == 1));
         let timeout = self.keys.timing.node_timeout;
-        engine::gather(self.quorum().nodes(), Call::new(inv), timeout).await
+        engine::gather(self.quorum().nodes(), Call::recall(inv), timeout).await
     }
 
     /// Proposes an outcome on every node.
@@ -424,7 +424,7 @@ impl Party<'_> {
             .arg(self.barrier.parties)
             .arg(self.keys.timing.ttl_ms())
             .arg(&self.keys.channel);
-        Call::new(inv)
+        Call::recall(inv)
     }
 
     /// Acts on a round's answers: returns, moves on, or waits. A proposal's

@@ -97,6 +97,33 @@ pub struct Config {
     /// always`) are trusted at once.
     /// Turn it off only if every node persists every write. Default: true.
     pub restart_quarantine: bool,
+    /// After each lease write (an acquire, an extension, a renewal), wait
+    /// for this many replicas of the node's primary to confirm it
+    /// (`WAIT`); a write they do not confirm in time counts as that node's
+    /// failure, and an acquire that falls short undoes its lease. For
+    /// primaries with replicas (Sentinel, managed services, a cluster's
+    /// shards), so that a failover to a confirmed replica keeps the lease.
+    /// Default: none. Environment: `QUORATE_WAIT_REPLICAS=1,100ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_replicas: Option<WaitReplicas>,
+}
+
+/// How many replicas must confirm a lease write, and how long to wait for
+/// them (see [`Config::wait_replicas`]).
+///
+/// ```
+/// let wait = quorate::WaitReplicas { replicas: 1, timeout: std::time::Duration::from_millis(100) };
+/// # let _ = wait;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitReplicas {
+    /// Replicas that must confirm; at least 1.
+    pub replicas: u32,
+    /// The longest wait for them; above zero, and below the per-node
+    /// timeout of every lease, which it is part of.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Config {
@@ -154,6 +181,17 @@ impl Config {
         }
         if self.node_timeout == Some(Duration::ZERO) {
             return Err(Error::config("node_timeout", "must be above zero"));
+        }
+        if let Some(wait) = self.wait_replicas {
+            if wait.replicas == 0 {
+                return Err(Error::config(
+                    "wait_replicas",
+                    "replicas must be at least 1",
+                ));
+            }
+            if wait.timeout.is_zero() {
+                return Err(Error::config("wait_replicas", "timeout must be above zero"));
+            }
         }
         if self.retry_delay.is_zero() {
             return Err(Error::config("retry_delay", "must be above zero"));
@@ -258,6 +296,7 @@ impl Default for Config {
             allow_even_nodes: false,
             key_prefix: String::new(),
             restart_quarantine: true,
+            wait_replicas: None,
         }
     }
 }
@@ -305,6 +344,7 @@ impl std::fmt::Debug for Config {
             .field("allow_even_nodes", &self.allow_even_nodes)
             .field("key_prefix", &self.key_prefix)
             .field("restart_quarantine", &self.restart_quarantine)
+            .field("wait_replicas", &self.wait_replicas)
             .finish()
     }
 }

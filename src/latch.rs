@@ -309,7 +309,7 @@ impl Latch {
         inv.arg(self.count);
         let nodes = self.quorum.nodes();
         let timeout = plan.timing.node_timeout;
-        let round = engine::read(nodes, Call::new(inv), timeout, &self.name).await?;
+        let round = engine::read(nodes, Call::recall(inv), timeout, &self.name).await?;
         if round.yes().any(|(_, p)| p.int(0) == Some(1)) {
             return Ok(0);
         }

@@ -148,7 +148,7 @@ mod semaphore;
 pub mod testkit;
 
 pub use barrier::{Barrier, BarrierWaitResult};
-pub use config::Config;
+pub use config::{Config, WaitReplicas};
 pub use error::{Error, NodeReport, Result, Tally, Vote};
 pub use latch::Latch;
 pub use lease::Lease;

@@ -71,6 +71,34 @@ impl Quorum {
         Quorum::builder().nodes(urls).build().await
     }
 
+    /// Connects to one Redis Cluster, given by some of its nodes' URLs, as
+    /// the only node of the quorum, with the default [`Config`]. Every
+    /// primitive works on it unchanged: a resource's keys share a hash
+    /// slot, so each operation runs on one shard, and resources spread
+    /// over all of them. See [`QuorumBuilder::cluster_node`].
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumBuilder::build`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves nothing behind.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> quorate::Result<()> {
+    /// let q = quorate::Quorum::connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?;
+    /// assert_eq!(q.node_count(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster<I, U>(seeds: I) -> Result<Quorum>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        Quorum::builder().cluster_node(seeds).build().await
+    }
+
     /// A builder for the nodes and settings.
     ///
     /// ```no_run
@@ -182,6 +210,38 @@ impl QuorumBuilder {
     /// ```
     pub fn node(mut self, url: impl AsRef<str>) -> Self {
         self.urls.push(url.as_ref().to_owned());
+        self
+    }
+
+    /// Adds one node that is a whole Redis Cluster, given by the URLs of
+    /// some of its nodes (the seeds; the client learns the rest). A quorum
+    /// may mix clusters and standalone servers: three independent clusters
+    /// make a Redlock whose every member scales out.
+    ///
+    /// In a [`Config`]'s node list (and so in TOML and `QUORATE_NODES`) a
+    /// cluster node is written `cluster:URL|URL|...`.
+    ///
+    /// A cluster node runs the scripts on the shard of the resource's hash
+    /// slot and sends wake-ups over sharded pub/sub. A shard whose primary
+    /// changes (a restart, a failover) makes the node's grants sit out the
+    /// restart quarantine, as a restarted server's do; see the README's
+    /// *Redis Cluster* section for what that means and what
+    /// [`wait_replicas`](Self::wait_replicas) adds.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder()
+    ///     .cluster_node(["redis://a1:7000", "redis://a2:7000"])
+    ///     .cluster_node(["redis://b1:7000", "redis://b2:7000"])
+    ///     .cluster_node(["redis://c1:7000", "redis://c2:7000"]);
+    /// # }
+    /// ```
+    pub fn cluster_node<I, U>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        self.urls.push(crate::engine::cluster_entry(seeds));
         self
     }
 
@@ -324,6 +384,29 @@ impl QuorumBuilder {
     /// ```
     pub fn restart_quarantine(mut self, on: bool) -> Self {
         self.config.restart_quarantine = on;
+        self
+    }
+
+    /// After each lease write, waits for `replicas` replicas of the node's
+    /// primary to confirm it, for up to `timeout` beyond the per-node
+    /// timeout (see [`Config::wait_replicas`]). An acquire whose writes go
+    /// unconfirmed on too many nodes undoes its lease and fails like any
+    /// acquire that falls short of a majority.
+    ///
+    /// `WAIT` makes a lease survive the promotion of a replica that
+    /// confirmed it; it is not strong consistency: a write the replicas did
+    /// not confirm may still be on the primary (it is undone), and a
+    /// failover to a replica that was not among those counted loses it.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder()
+    ///     .node("redis://primary.example:6379")
+    ///     .wait_replicas(1, std::time::Duration::from_millis(100));
+    /// # }
+    /// ```
+    pub fn wait_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.config.wait_replicas = Some(crate::WaitReplicas { replicas, timeout });
         self
     }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use quorate::{Config, Error, Mutex, Quorum};
+use quorate::{Config, Error, Mutex, Quorum, WaitReplicas};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -20,6 +20,7 @@ fn everything() -> Config {
             "redis://10.0.0.2:6380/2".into(),
             "rediss://10.0.0.3".into(),
             "redis://10.0.0.4".into(),
+            "cluster:redis://10.0.1.1:7000|redis://10.0.1.2:7000".into(),
         ],
         ttl: Duration::from_secs(30),
         node_timeout: Some(ms(40)),
@@ -32,11 +33,15 @@ fn everything() -> Config {
         allow_even_nodes: true,
         key_prefix: "app:".into(),
         restart_quarantine: false,
+        wait_replicas: Some(WaitReplicas {
+            replicas: 1,
+            timeout: ms(100),
+        }),
     }
 }
 
 const EVERYTHING: &str = r#"
-nodes = ["redis://10.0.0.1:6380", "redis://10.0.0.2:6380/2", "rediss://10.0.0.3", "redis://10.0.0.4"]
+nodes = ["redis://10.0.0.1:6380", "redis://10.0.0.2:6380/2", "rediss://10.0.0.3", "redis://10.0.0.4", "cluster:redis://10.0.1.1:7000|redis://10.0.1.2:7000"]
 ttl = "30s"
 node_timeout = "40ms"
 drift_factor = 0.02
@@ -48,12 +53,13 @@ max_ttl = "1m 30s"
 allow_even_nodes = true
 key_prefix = "app:"
 restart_quarantine = false
+wait_replicas = { replicas = 1, timeout = "100ms" }
 "#;
 
 const EVERYTHING_ENV: &[(&str, &str)] = &[
     (
         "QUORATE_NODES",
-        "redis://10.0.0.1:6380, redis://10.0.0.2:6380/2,rediss://10.0.0.3,redis://10.0.0.4",
+        "redis://10.0.0.1:6380, redis://10.0.0.2:6380/2,rediss://10.0.0.3,redis://10.0.0.4,cluster:redis://10.0.1.1:7000|redis://10.0.1.2:7000",
     ),
     ("QUORATE_TTL", "30s"),
     ("QUORATE_NODE_TIMEOUT", "40ms"),
@@ -66,6 +72,7 @@ const EVERYTHING_ENV: &[(&str, &str)] = &[
     ("QUORATE_ALLOW_EVEN_NODES", "true"),
     ("QUORATE_KEY_PREFIX", "app:"),
     ("QUORATE_RESTART_QUARANTINE", "false"),
+    ("QUORATE_WAIT_REPLICAS", "1, 100ms"),
 ];
 
 /// The field and origin of a load error, or the field of a range error.
@@ -242,6 +249,19 @@ fn every_bad_environment_value_is_refused_naming_its_variable() {
             "restart_quarantine",
             "QUORATE_RESTART_QUARANTINE",
         ),
+        (
+            "QUORATE_WAIT_REPLICAS",
+            "1",
+            "wait_replicas",
+            "QUORATE_WAIT_REPLICAS",
+        ),
+        (
+            "QUORATE_WAIT_REPLICAS",
+            "one,1s",
+            "wait_replicas",
+            "QUORATE_WAIT_REPLICAS",
+        ),
+        ("QUORATE_WAIT_REPLICAS", "0,1s", "wait_replicas", "range"),
     ];
     for (name, value, field, origin) in cases {
         let e = Config::default()

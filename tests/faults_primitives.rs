@@ -1012,3 +1012,44 @@ async fn s5_a_permit_whose_grant_reply_was_lost_frees_every_slot_at_release() {
         "{left:?}"
     );
 }
+
+/// L-5: a node that restarts empty does not make a latch seen open read
+/// closed. The count-down and the read that sees it open reach nodes
+/// {0,1,2} only, so the id is on a bare majority; node 0 then restarts
+/// and forgets it. A reader of {0,3,4} that saw the restart, and one that
+/// meets node 0 only after it, both presume node 0 restarted (its new
+/// `run_id`; its youth beside nodes 3 and 4), so its empty answer does not
+/// count: they see the latch open or cannot tell, never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l5_a_node_restarted_empty_does_not_close_a_latch_seen_open() {
+    const NAME: &str = "l5";
+    let mut servers = ServerGroup::start(5).unwrap();
+    let history = History::new();
+    let near = view(&servers, &[0, 1, 2], |b| b).await;
+    let latch = Latch::new(&near.quorum, NAME, 1);
+    count_down(&latch, &history, "x", false).await;
+    assert_eq!(observe(&latch, &history).await, 0);
+    let far = view(&servers, &[0, 3, 4], |b| b).await;
+    // Old enough that a node restarted now is younger than its peers.
+    tokio::time::sleep(admission_youth()).await;
+    servers[0].restart().unwrap();
+
+    let saw_it = Latch::new(&far.quorum, NAME, 1);
+    let newcomer = view(&servers, &[0, 3, 4], |b| b).await;
+    let met_later = Latch::new(&newcomer.quorum, NAME, 1);
+    for reader in [&saw_it, &met_later] {
+        let invoked = Instant::now();
+        match reader.count().await {
+            Ok(0) => history.latch_observed(NAME, true, Instant::now()),
+            Ok(_) => history.latch_observed(NAME, false, invoked),
+            Err(e) => assert!(matches!(e, Error::Quorum(_)), "{e}"),
+        }
+    }
+    assert_safe(&history, &Spec::new().latch(NAME, 1));
+}
+
+/// A little more than the gap in start times at which a node is presumed
+/// restarted at first contact.
+fn admission_youth() -> Duration {
+    Duration::from_millis(2_500)
+}

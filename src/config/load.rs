@@ -23,6 +23,8 @@ enum Kind {
     Float,
     Bool,
     Text,
+    /// `replicas,timeout`, as `1,100ms`.
+    Replicas,
 }
 
 /// Every field, with its type: also the list of environment variables
@@ -40,6 +42,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("allow_even_nodes", Kind::Bool),
     ("key_prefix", Kind::Text),
     ("restart_quarantine", Kind::Bool),
+    ("wait_replicas", Kind::Replicas),
 ];
 
 /// `QUORATE_*` variables that are not settings: the testkit's server
@@ -263,6 +266,23 @@ fn env_value(name: &str, field: &str, kind: Kind, text: &str) -> Result<Value> {
             text.parse()
                 .map_err(|_| load_error(name, Some(field), format!("{text:?} is not a number")))?,
         ),
+        Kind::Replicas => {
+            let Some((replicas, timeout)) = text.split_once(',') else {
+                let reason = format!("{text:?} is not `replicas,timeout` (as `1,100ms`)");
+                return Err(load_error(name, Some(field), reason));
+            };
+            let replicas: i64 = replicas.trim().parse().map_err(|_| {
+                load_error(
+                    name,
+                    Some(field),
+                    format!("{replicas:?} is not a count of replicas"),
+                )
+            })?;
+            let mut table = Table::new();
+            table.insert("replicas".into(), Value::Integer(replicas));
+            table.insert("timeout".into(), Value::String(timeout.trim().to_owned()));
+            Value::Table(table)
+        }
         Kind::Bool => Value::Boolean(match text {
             "true" => true,
             "false" => false,

@@ -129,7 +129,7 @@ impl LeaseSpec {
     pub(crate) fn extend_call(&self, token: &str, ttl_ms: u64, holding: &Holding) -> Call {
         let mut inv = invocation(self.extend, &keys(&self.lease_keys));
         inv.arg(token).arg(ttl_ms).arg(holding.extend_args());
-        Call::new(inv)
+        Call::extension(inv)
     }
 
     fn release_call(&self, token: &str, holding: &Holding) -> Call {

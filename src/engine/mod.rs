@@ -17,6 +17,7 @@
 //! queue, renewable ← nodes ← round ← read, wait ← line ← lease_ops ← renew.
 
 mod admission;
+mod cluster;
 mod lease_ops;
 mod line;
 mod node;
@@ -30,6 +31,7 @@ mod round;
 pub(crate) mod scripts;
 mod wait;
 
+pub(crate) use cluster::entry as cluster_entry;
 pub(crate) use lease_ops::{
     Claim, Fence, FenceTarget, Grant, Holding, LeaseSpec, claim, commit_fence, extend, read_fence,
     release,

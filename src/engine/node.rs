@@ -10,15 +10,19 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, InfoDict, Role, Value};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{AsyncConnectionConfig, Client, InfoDict, ProtocolVersion, Role, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::admission::{Seen, millis};
-use super::scripts::{self, Invocation};
-use crate::config::Config;
+use super::cluster::{self, Conn, Primary, Shards};
+use super::scripts::{self, Flavor, Invocation};
+use crate::config::{Config, WaitReplicas};
 use crate::error::{Error, Result};
 use crate::observe;
 
@@ -112,27 +116,63 @@ const MISMATCH: &str = "QUORATE_MISMATCH";
 #[derive(Clone)]
 pub(crate) struct Call {
     inv: std::sync::Arc<Invocation>,
-    /// Its yes votes grant a lease: a node presumed restarted may have
-    /// forgotten another holder's, so its yes does not count. Other yes
-    /// votes (an extension, a release, a read) stand: an extension comes
-    /// from a node that still holds our key, which blocks everyone there.
-    grants: bool,
+    kind: Kind,
+}
+
+/// What a call's yes votes mean, for restart safety and `wait_replicas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Votes that stand whatever the node forgot: a release, an
+    /// extension (it comes from a node that still holds our key, which
+    /// blocks everyone there), a latch's count-down (the node holds it
+    /// now).
+    Plain,
+    /// It grants a lease: a node presumed restarted may have forgotten
+    /// another holder's, so its yes does not count.
+    Grant,
+    /// It moves a lease's expiry, which replicas confirm.
+    Extension,
+    /// It reports or decides on state (a latch's count-downs, a barrier's
+    /// generation) that a node presumed restarted may have forgotten: its
+    /// answer does not count, lest it hide what a majority recorded.
+    Recall,
 }
 
 impl Call {
     pub(crate) fn new(inv: Invocation) -> Call {
-        Call {
-            inv: std::sync::Arc::new(inv),
-            grants: false,
-        }
+        Call::of(inv, Kind::Plain)
     }
 
     /// An acquisition, whose yes votes grant a lease.
     pub(crate) fn grant(inv: Invocation) -> Call {
+        Call::of(inv, Kind::Grant)
+    }
+
+    /// An extension, whose yes votes move a lease's expiry.
+    pub(crate) fn extension(inv: Invocation) -> Call {
+        Call::of(inv, Kind::Extension)
+    }
+
+    /// A read of, or a decision on, state a restart loses.
+    pub(crate) fn recall(inv: Invocation) -> Call {
+        Call::of(inv, Kind::Recall)
+    }
+
+    fn of(inv: Invocation, kind: Kind) -> Call {
         Call {
             inv: std::sync::Arc::new(inv),
-            grants: true,
+            kind,
         }
+    }
+
+    /// Whether a node presumed restarted has no say in its answer.
+    fn needs_memory(&self) -> bool {
+        matches!(self.kind, Kind::Grant | Kind::Recall)
+    }
+
+    /// Whether a reply is a yes that replicas must confirm.
+    fn confirms(&self, values: &[Value]) -> bool {
+        matches!(self.kind, Kind::Grant | Kind::Extension) && values.first() == Some(&Value::Int(1))
     }
 }
 
@@ -149,6 +189,8 @@ pub(crate) struct Hello {
     /// When the handshake's answers arrived.
     pub(crate) at: Instant,
     pub(crate) primary: bool,
+    /// It runs in cluster mode.
+    pub(crate) cluster_enabled: bool,
     /// Its `redis_version`, as major and minor.
     pub(crate) version: (u32, u32),
     /// Its persistence cannot lose an acknowledged write.
@@ -157,6 +199,8 @@ pub(crate) struct Hello {
     pub(crate) recorded_max_ttl: Duration,
     /// What is left of a quarantine recorded on it for its current process.
     pub(crate) recorded_quarantine: Option<Duration>,
+    /// A cluster's primaries that answered (none for a standalone server).
+    pub(crate) primaries: Vec<Primary>,
 }
 
 impl Hello {
@@ -173,7 +217,7 @@ impl Hello {
 
 pub(crate) struct Node {
     pub(crate) addr: String,
-    pub(crate) client: Client,
+    pub(crate) target: Target,
     index: usize,
     config: Config,
     /// The key of the node's record (see `lua/node_hello.lua`).
@@ -184,11 +228,35 @@ pub(crate) struct Node {
     /// Wakes requests waiting for a reconnection attempt to end.
     attempted: Notify,
     incarnation: Mutex<Incarnation>,
+    /// A cluster's primaries, as last read.
+    shards: Mutex<Shards>,
+    /// `WAIT`s sent on the server's connections, and the last one's
+    /// outcome (see `replicated`).
+    waits_sent: AtomicU64,
+    last_wait: tokio::sync::Mutex<LastWait>,
+}
+
+/// The outcome of the last `WAIT` on a server, which confirms every write
+/// finished on that connection before it was sent. Round 0 is none.
+struct LastWait {
+    epoch: u64,
+    round: u64,
+    outcome: std::result::Result<(), Failure>,
+}
+
+/// What a node is.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Server(Box<Client>),
+    Cluster {
+        client: Box<ClusterClient>,
+        seeds: Vec<String>,
+    },
 }
 
 #[derive(Default)]
 struct Link {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     /// Bumped at every new connection, so a failure on an old one does not
     /// tear down its successor.
     epoch: u64,
@@ -219,16 +287,37 @@ impl Node {
         config: &Config,
         reconnect: mpsc::UnboundedSender<usize>,
     ) -> Result<Node> {
-        let client = Client::open(url)
-            .map_err(|e| Error::config("nodes", format!("bad url {url:?}: {e}")))?;
-        let info = client.get_connection_info();
-        let addr = match info.redis_settings().db() {
-            0 => info.addr().to_string(),
-            db => format!("{}/{db}", info.addr()),
+        let bad = |e: redis::RedisError| Error::config("nodes", format!("bad url {url:?}: {e}"));
+        let (addr, target) = match cluster::seeds(url) {
+            Some(seeds) => {
+                let client = ClusterClientBuilder::new(seeds.clone())
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .connection_timeout(config.connect_timeout)
+                    .build()
+                    .map_err(bad)?;
+                let addrs: Vec<String> = seeds.iter().map(|s| server_addr(s)).collect();
+                let addr = format!("cluster({})", addrs.join(","));
+                (
+                    addr,
+                    Target::Cluster {
+                        client: Box::new(client),
+                        seeds,
+                    },
+                )
+            }
+            None => {
+                let client = Client::open(url).map_err(bad)?;
+                let info = client.get_connection_info();
+                let addr = match info.redis_settings().db() {
+                    0 => info.addr().to_string(),
+                    db => format!("{}/{db}", info.addr()),
+                };
+                (addr, Target::Server(Box::new(client)))
+            }
         };
         Ok(Node {
             addr,
-            client,
+            target,
             index,
             record_key: format!("{}{}", config.key_prefix, crate::key::NODE_RECORD),
             config: config.clone(),
@@ -236,11 +325,26 @@ impl Node {
             link: Mutex::default(),
             attempted: Notify::new(),
             incarnation: Mutex::default(),
+            shards: Mutex::default(),
+            waits_sent: AtomicU64::new(0),
+            last_wait: tokio::sync::Mutex::new(LastWait {
+                epoch: 0,
+                round: 0,
+                outcome: Ok(()),
+            }),
         })
     }
 
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// The form of the scripts this node runs.
+    pub(crate) fn flavor(&self) -> Flavor {
+        match self.target {
+            Target::Server(_) => Flavor::Plain,
+            Target::Cluster { .. } => Flavor::Sharded,
+        }
     }
 
     /// The `run_id` this process saw last, if any.
@@ -249,16 +353,24 @@ impl Node {
     }
 
     /// Opens a connection and runs the handshake on it.
-    pub(crate) async fn connect(&self) -> Result<(MultiplexedConnection, Hello)> {
-        // Requests get their own deadline (the per-node timeout) in `invoke`.
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(None);
+    pub(crate) async fn connect(&self) -> Result<(Conn, Hello)> {
         let handshake = async {
-            let mut conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&settings)
-                .await?;
+            let mut conn = match &self.target {
+                Target::Server(client) => {
+                    // Requests get their own deadline (the per-node
+                    // timeout) in `invoke`.
+                    let settings = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.config.connect_timeout))
+                        .set_response_timeout(None);
+                    let conn = client
+                        .get_multiplexed_async_connection_with_config(&settings)
+                        .await?;
+                    Conn::Single(conn)
+                }
+                Target::Cluster { client, .. } => {
+                    Conn::Cluster(client.get_async_connection().await?)
+                }
+            };
             let hello = handshake(&mut conn, &self.record_key, &self.config).await?;
             Ok::<_, redis::RedisError>((conn, hello))
         };
@@ -272,7 +384,7 @@ impl Node {
     /// largest `max_ttl` recorded there.
     pub(crate) async fn recorded_bound(&self) -> Option<Duration> {
         let mut conn = self.link.lock().unwrap().conn.clone()?;
-        let read = hello_record(&mut conn, &self.record_key, &self.config);
+        let read = hello_record(&mut conn, &self.record_key, &self.config, self.flavor());
         let (bound, _) = tokio::time::timeout(self.config.connect_timeout, read)
             .await
             .ok()?
@@ -283,6 +395,15 @@ impl Node {
     /// Refuses a node that is not a primary, or older than Redis 7.0
     /// (claims use `SET NX GET`).
     pub(crate) fn check_role(&self, hello: &Hello) -> Result<()> {
+        if hello.cluster_enabled && matches!(self.target, Target::Server(_)) {
+            return Err(Error::config(
+                "nodes",
+                format!(
+                    "{} is a Redis Cluster node; give the cluster as one node with cluster_node",
+                    self.addr
+                ),
+            ));
+        }
         if !hello.primary {
             return Err(Error::config(
                 "nodes",
@@ -304,12 +425,8 @@ impl Node {
 
     /// Puts a connection in service; the node's grants count from
     /// `counts_from` on (at once when `None`).
-    pub(crate) fn install(
-        &self,
-        conn: MultiplexedConnection,
-        hello: &Hello,
-        counts_from: Option<Instant>,
-    ) {
+    pub(crate) fn install(&self, conn: Conn, hello: &Hello, counts_from: Option<Instant>) {
+        self.shards.lock().unwrap().changed(&hello.primaries);
         {
             let mut incarnation = self.incarnation.lock().unwrap();
             incarnation.run_id = Some(hello.run_id.clone());
@@ -325,17 +442,13 @@ impl Node {
     }
 
     /// Writes a quarantine onto the node, for clients that cannot tell.
-    pub(crate) fn record_quarantine(
-        &self,
-        mut conn: MultiplexedConnection,
-        run_id: &str,
-        left: Duration,
-    ) {
+    pub(crate) fn record_quarantine(&self, mut conn: Conn, run_id: &str, left: Duration) {
         let mut inv = invocation(&scripts::NODE_QUARANTINE, &[&self.record_key]);
         inv.arg(run_id).arg(millis(left)).arg(millis(RECORD_TTL));
         let timeout = self.config.connect_timeout;
+        let flavor = self.flavor();
         tokio::spawn(async move {
-            let write = inv.run::<Value>(&mut conn);
+            let write = inv.run_as::<Value>(&mut conn, flavor);
             let _ = tokio::time::timeout(timeout, write).await;
         });
     }
@@ -363,6 +476,26 @@ impl Node {
         }
     }
 
+    /// Reads a cluster's primaries again; whether a shard's primary is a
+    /// process not seen in its place before (see `cluster.rs`). Never for
+    /// a standalone server, whose restarts break its connection.
+    pub(crate) async fn shards_changed(&self) -> bool {
+        let Some(Conn::Cluster(mut conn)) = self.link.lock().unwrap().conn.clone() else {
+            return false;
+        };
+        match cluster::primaries(&mut conn, self.config.connect_timeout).await {
+            Ok(read) => self.shards.lock().unwrap().changed(&read),
+            Err(_) => false,
+        }
+    }
+
+    /// Makes the node's grants sit out until `until`, or longer if they
+    /// already do.
+    pub(crate) fn sit_out(&self, until: Instant) {
+        let mut incarnation = self.incarnation.lock().unwrap();
+        incarnation.counts_from = Some(incarnation.counts_from.map_or(until, |u| u.max(until)));
+    }
+
     /// Until when the node's grants do not count, if they do not now.
     fn quarantined(&self) -> Option<Instant> {
         let until = self.incarnation.lock().unwrap().counts_from?;
@@ -371,7 +504,7 @@ impl Node {
 
     /// The connection to use, waiting up to `timeout` for a reconnection
     /// attempt under way.
-    async fn connection(&self, timeout: Duration) -> Option<(MultiplexedConnection, u64)> {
+    async fn connection(&self, timeout: Duration) -> Option<(Conn, u64)> {
         let attempted = self.attempted.notified();
         tokio::pin!(attempted);
         // Registered before looking, so the end of an attempt is not missed.
@@ -392,11 +525,13 @@ impl Node {
         link.conn.clone().map(|c| (c, link.epoch))
     }
 
-    /// Drops a connection that broke, and asks for a new one.
+    /// Drops a connection that broke, and asks for a new one. A cluster's
+    /// connection stays: its client reconnects its shards itself, and the
+    /// shards that answer must go on serving their slots.
     fn broken(&self, epoch: u64) {
         {
             let mut link = self.link.lock().unwrap();
-            if link.epoch != epoch || link.conn.is_none() {
+            if link.epoch != epoch || link.conn.as_ref().is_none_or(Conn::is_cluster) {
                 return;
             }
             link.conn = None;
@@ -424,12 +559,12 @@ impl Node {
     async fn request(&self, call: &Call, timeout: Duration) -> Reply {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut retried = false;
-        let reply = loop {
+        let (reply, mut conn, epoch) = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let Some((mut conn, epoch)) = self.connection(left).await else {
                 return Reply::Failed(Failure::transient("not connected"));
             };
-            let run = call.inv.run::<Vec<Value>>(&mut conn);
+            let run = call.inv.run_as::<Vec<Value>>(&mut conn, self.flavor());
             match tokio::time::timeout_at(deadline, run).await {
                 Err(_) => {
                     let message = format!("no answer within {timeout:?}");
@@ -448,10 +583,68 @@ impl Node {
                     retried = true;
                 }
                 Ok(Err(e)) => return Reply::Failed(failure(e)),
-                Ok(Ok(reply)) => break reply,
+                Ok(Ok(reply)) => break (reply, conn, epoch),
             }
         };
+        if call.confirms(&reply)
+            && let Err(f) = self.replicated(&mut conn, epoch, &call.inv, timeout).await
+        {
+            return Reply::Failed(f);
+        }
         self.reply(call, reply)
+    }
+
+    /// With `wait_replicas`, waits for the replicas to confirm the writes
+    /// sent so far on this connection. `WAIT` blocks the connection it is
+    /// sent on, so a server's writers share waits: a wait sent after a
+    /// write finished confirms it, and at most one is under way; a write
+    /// thus waits for at most two. A cluster waits on the shard of `inv`,
+    /// per call.
+    async fn replicated(
+        &self,
+        conn: &mut Conn,
+        epoch: u64,
+        inv: &Invocation,
+        timeout: Duration,
+    ) -> std::result::Result<(), Failure> {
+        let Some(wait) = self.config.wait_replicas else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wait.replicas).arg(millis(wait.timeout));
+        let confirmed = async {
+            match conn {
+                Conn::Single(c) => {
+                    let before = self.waits_sent.load(Ordering::SeqCst);
+                    let mut last = self.last_wait.lock().await;
+                    if last.epoch == epoch && last.round > before {
+                        return last.outcome.clone();
+                    }
+                    let round = self.waits_sent.fetch_add(1, Ordering::SeqCst) + 1;
+                    let outcome = confirmation(cmd.query_async::<u32>(c).await, wait);
+                    *last = LastWait {
+                        epoch,
+                        round,
+                        outcome: outcome.clone(),
+                    };
+                    outcome
+                }
+                Conn::Cluster(c) => {
+                    let shard = Route::with_key(inv.first_key(), SlotAddr::Master);
+                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(shard));
+                    let reply = c.route_command(cmd, to).await;
+                    confirmation(reply.and_then(|v| Ok(redis::from_redis_value(v)?)), wait)
+                }
+            }
+        };
+        tokio::time::timeout(wait.timeout * 2 + timeout, confirmed)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::transient(format!(
+                    "no answer within {:?} of waiting for replicas",
+                    wait.timeout
+                )))
+            })
     }
 
     /// A script's reply as a vote.
@@ -471,7 +664,7 @@ impl Node {
         // A node that may have forgotten leases could say yes where it
         // should not; its refusals are true all the same.
         match self.quarantined() {
-            Some(until) if call.grants => Reply::Quarantined { until },
+            Some(until) if call.needs_memory() => Reply::Quarantined { until },
             _ => Reply::Yes(payload),
         }
     }
@@ -479,6 +672,12 @@ impl Node {
     /// Runs several scripts in one pipelined request, with one deadline;
     /// one reply each. A script the node lost is run again with EVAL.
     pub(crate) async fn invoke_batch(&self, calls: &[Call], timeout: Duration) -> Vec<Reply> {
+        if self.flavor() == Flavor::Sharded {
+            // A cluster sends a pipeline to one shard, and these calls
+            // are for resources all over the slots.
+            let requests = calls.iter().map(|call| self.request(call, timeout));
+            return futures::future::join_all(requests).await;
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let failed =
             |message: String| vec![Reply::Failed(Failure::transient(message)); calls.len()];
@@ -501,24 +700,40 @@ impl Node {
             }
             Ok(Ok(results)) => results,
         };
-        let mut replies = Vec::with_capacity(calls.len());
+        let mut values = Vec::with_capacity(calls.len());
         for (call, result) in calls.iter().zip(results) {
-            let result = match result {
+            values.push(match result {
                 Err(e) if e.kind() == scripts::NO_SCRIPT => {
-                    let again = call.inv.run::<Vec<Value>>(&mut conn);
+                    let again = call.inv.run_as::<Vec<Value>>(&mut conn, Flavor::Plain);
                     match tokio::time::timeout_at(deadline, again).await {
                         Ok(result) => result,
                         Err(_) => Err(timeout_error()),
                     }
                 }
                 other => other,
-            };
-            replies.push(match result {
-                Ok(values) => self.reply(call, values),
-                Err(e) => Reply::Failed(failure(e)),
             });
         }
-        replies
+        // One wait confirms every write of the batch.
+        let writes = calls
+            .iter()
+            .zip(&values)
+            .find(|(call, v)| v.as_ref().is_ok_and(|v| call.confirms(v)));
+        let unconfirmed = match writes {
+            Some((call, _)) => {
+                let confirmed = self.replicated(&mut conn, epoch, &call.inv, timeout);
+                confirmed.await.err()
+            }
+            None => None,
+        };
+        calls
+            .iter()
+            .zip(values)
+            .map(|(call, result)| match (result, &unconfirmed) {
+                (Ok(v), Some(f)) if call.confirms(&v) => Reply::Failed(f.clone()),
+                (Ok(v), _) => self.reply(call, v),
+                (Err(e), _) => Reply::Failed(failure(e)),
+            })
+            .collect()
     }
 
     fn connect_error(&self, source: redis::RedisError) -> Error {
@@ -532,35 +747,88 @@ impl Node {
 /// The handshake: role, incarnation, persistence, the scripts loaded, and
 /// the node's record read and our `max_ttl` recorded.
 async fn handshake(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     record_key: &str,
     config: &Config,
 ) -> redis::RedisResult<Hello> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("ROLE").cmd("INFO").arg("server");
-    let (role, info) = pipe.query_async::<(Role, InfoDict)>(conn).await?;
-    let mut hello = Hello {
-        run_id: info.get("run_id").unwrap_or_default(),
-        uptime: Duration::from_secs(info.get("uptime_in_seconds").unwrap_or(0)),
-        at: Instant::now(),
-        primary: matches!(role, Role::Primary { .. }),
-        version: version(&info.get::<String>("redis_version").unwrap_or_default()),
-        durable: false,
-        recorded_max_ttl: Duration::ZERO,
-        recorded_quarantine: None,
+    let (mut hello, flavor) = match conn {
+        Conn::Single(c) => (server_hello(c).await?, Flavor::Plain),
+        Conn::Cluster(c) => (
+            cluster_hello(c, config.connect_timeout).await?,
+            Flavor::Sharded,
+        ),
     };
-    if !hello.primary {
-        // Refused by the caller; a replica takes no writes anyway.
+    if !hello.primary || (hello.cluster_enabled && flavor == Flavor::Plain) {
+        // Refused by the caller: a replica takes no writes, and a cluster
+        // node alone serves only its own slots.
         return Ok(hello);
     }
-    hello.durable = durable(conn).await;
-    scripts::load_all(conn).await?;
-    let (recorded_max_ttl, quarantine) = hello_record(conn, record_key, config).await?;
+    scripts::load_all(conn, flavor).await?;
+    let (recorded_max_ttl, quarantine) = hello_record(conn, record_key, config, flavor).await?;
     hello.recorded_max_ttl = recorded_max_ttl;
     hello.recorded_quarantine = quarantine
         .filter(|(run, _)| *run == hello.run_id)
         .map(|(_, left)| left);
     Ok(hello)
+}
+
+async fn server_hello(conn: &mut MultiplexedConnection) -> redis::RedisResult<Hello> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ROLE").cmd("INFO").arg("server").arg("cluster");
+    let (role, info) = pipe.query_async::<(Role, InfoDict)>(conn).await?;
+    let primary = matches!(role, Role::Primary { .. });
+    Ok(Hello {
+        run_id: info.get("run_id").unwrap_or_default(),
+        uptime: Duration::from_secs(info.get("uptime_in_seconds").unwrap_or(0)),
+        at: Instant::now(),
+        primary,
+        cluster_enabled: info.get::<i64>("cluster_enabled") == Some(1),
+        version: version(&info.get::<String>("redis_version").unwrap_or_default()),
+        durable: primary && durable(conn).await,
+        recorded_max_ttl: Duration::ZERO,
+        recorded_quarantine: None,
+        primaries: Vec::new(),
+    })
+}
+
+/// A cluster as one node: its incarnation is its primaries' (a change of
+/// any is a change of the node), its start the latest of theirs, its
+/// version the oldest. Its persistence counts as not durable: a failover
+/// loses what a replica had not received, whatever the primary kept.
+async fn cluster_hello(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    timeout: Duration,
+) -> redis::RedisResult<Hello> {
+    let primaries = cluster::primaries(conn, timeout).await?;
+    let mut ids: Vec<String> = primaries
+        .iter()
+        .map(|p| format!("{}={}", p.addr, p.run_id))
+        .collect();
+    ids.sort();
+    Ok(Hello {
+        run_id: ids.join(","),
+        uptime: primaries.iter().map(|p| p.uptime).min().unwrap_or_default(),
+        at: Instant::now(),
+        primary: true,
+        cluster_enabled: true,
+        version: primaries
+            .iter()
+            .map(|p| version(&p.version))
+            .min()
+            .unwrap_or_default(),
+        durable: false,
+        recorded_max_ttl: Duration::ZERO,
+        recorded_quarantine: None,
+        primaries,
+    })
+}
+
+/// A seed's `host:port`, for the node's name.
+fn server_addr(url: &str) -> String {
+    Client::open(url).map_or_else(
+        |_| url.to_owned(),
+        |c| c.get_connection_info().addr().to_string(),
+    )
 }
 
 /// Major and minor of a `redis_version` such as `7.0.15`; (0, 0) when
@@ -573,13 +841,15 @@ fn version(text: &str) -> (u32, u32) {
 /// Records our `max_ttl` on the node and reads its record: the largest
 /// `max_ttl` recorded, and a quarantine recorded for some `run_id`.
 async fn hello_record(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     record_key: &str,
     config: &Config,
+    flavor: Flavor,
 ) -> redis::RedisResult<(Duration, Option<(String, Duration)>)> {
     let mut inv = invocation(&scripts::NODE_HELLO, &[record_key]);
     inv.arg(millis(config.max_ttl)).arg(millis(RECORD_TTL));
-    let (max_ttl, run_id, left, server_ms): (u64, String, u64, i64) = inv.run(conn).await?;
+    let (max_ttl, run_id, left, server_ms): (u64, String, u64, i64) =
+        inv.run_as(conn, flavor).await?;
     warn_on_skew(server_ms, config);
     let quarantine = (!run_id.is_empty()).then(|| (run_id, Duration::from_millis(left)));
     Ok((Duration::from_millis(max_ttl), quarantine))
@@ -628,11 +898,30 @@ async fn durable(conn: &mut MultiplexedConnection) -> bool {
         && value(1, "appendfsync").as_deref() == Some("always")
 }
 
+/// A `WAIT` reply as the outcome for the writes it covers.
+fn confirmation(
+    reply: redis::RedisResult<u32>,
+    wait: WaitReplicas,
+) -> std::result::Result<(), Failure> {
+    match reply {
+        Ok(n) if n >= wait.replicas => Ok(()),
+        Ok(n) => Err(Failure::transient(format!(
+            "{n} of {} replicas confirmed the write within {:?}",
+            wait.replicas, wait.timeout
+        ))),
+        Err(e) => Err(failure(e)),
+    }
+}
+
 fn failure(e: redis::RedisError) -> Failure {
     Failure {
+        // A cluster's errors (a shard down, a slot moving, no connection
+        // to the shard) pass with the cluster's repair.
         transient: e.is_timeout()
             || e.is_io_error()
             || e.is_connection_dropped()
+            || e.is_cluster_error()
+            || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
             || e.kind() == NO_SCRIPT,
         mismatch: (e.code() == Some(MISMATCH)).then(|| e.detail().unwrap_or("").to_owned()),
         message: e.to_string(),

@@ -7,14 +7,15 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use futures::future::join_all;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
 use super::admission::{Deployment, Suspicion, quarantine_until};
+use super::cluster::{Conn, SHARD_WATCH};
 use super::node::{Hello, Node};
 use super::notify::Notifier;
 use super::queue::Queues;
 use super::renewable::Renewals;
+use super::scripts::Flavor;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::observe;
@@ -37,7 +38,7 @@ impl std::fmt::Debug for Nodes {
 }
 
 /// A node's connection and handshake, when it answered at build.
-type Answer = Option<(MultiplexedConnection, Hello)>;
+type Answer = Option<(Conn, Hello)>;
 
 impl Nodes {
     /// Checks the node list, connects, and admits every node that answers;
@@ -72,6 +73,13 @@ impl Nodes {
             deployment,
         });
         tokio::spawn(supervise(Arc::downgrade(&shared), requests));
+        for node in shared
+            .nodes
+            .iter()
+            .filter(|n| n.flavor() == Flavor::Sharded)
+        {
+            tokio::spawn(watch_shards(Arc::downgrade(&shared), node.index()));
+        }
         for (node, answer) in shared.nodes.iter().zip(answers) {
             match answer {
                 Some((conn, hello)) => shared.admit(node, conn, &hello),
@@ -119,7 +127,7 @@ impl Nodes {
     /// Decides whether a node's grants count, records a quarantine on the
     /// node for clients that cannot tell, and puts the connection in
     /// service.
-    fn admit(&self, node: &Node, conn: MultiplexedConnection, hello: &Hello) {
+    fn admit(&self, node: &Node, conn: Conn, hello: &Hello) {
         let younger = self
             .deployment
             .younger_by(node.index(), hello.at, hello.uptime);
@@ -146,6 +154,27 @@ impl Nodes {
             .flatten()
         {
             self.deployment.raise_bound(bound);
+        }
+    }
+}
+
+/// Reads a cluster node's primaries every [`SHARD_WATCH`] until the quorum
+/// is dropped; a shard whose primary changed sits the node out (see
+/// `cluster.rs`).
+async fn watch_shards(nodes: Weak<Nodes>, i: usize) {
+    loop {
+        tokio::time::sleep(SHARD_WATCH).await;
+        let Some(shared) = nodes.upgrade() else {
+            return;
+        };
+        let node = shared.node(i);
+        if !node.shards_changed().await {
+            continue;
+        }
+        shared.refresh_bound(i).await;
+        if let Some(period) = shared.config.quarantine(shared.deployment.bound()) {
+            observe::quarantined(&node.addr, period, &Suspicion::Restarted);
+            node.sit_out(Instant::now() + period);
         }
     }
 }
@@ -231,10 +260,7 @@ fn check_duplicates(nodes: &[Node]) -> Result<()> {
 
 /// Refuses replicas and aliases of one server; tolerates unreachable nodes
 /// while a majority answers.
-fn check_identities(
-    nodes: &[Node],
-    answers: Vec<Result<(MultiplexedConnection, Hello)>>,
-) -> Result<Vec<Answer>> {
+fn check_identities(nodes: &[Node], answers: Vec<Result<(Conn, Hello)>>) -> Result<Vec<Answer>> {
     let mut run_ids: HashMap<String, &str> = HashMap::new();
     let mut unreachable = Vec::new();
     let mut hellos = Vec::new();

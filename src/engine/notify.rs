@@ -1,6 +1,6 @@
-//! Wake-up hints: one subscriber connection per node for the whole quorum,
-//! shared by every waiter of the process through a map from channel to
-//! [`Notify`].
+//! Wake-up hints: one subscriber connection per node for the whole quorum
+//! (per shard, for a Redis Cluster node, on sharded pub/sub), shared by
+//! every waiter of the process through a map from channel to [`Notify`].
 //!
 //! Release scripts `PUBLISH` on the resource's channel. A message is only a
 //! hint to try again now. A released lease frees room for one waiter, so its
@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use redis::cluster::ClusterClientBuilder;
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::node::Node;
+use super::node::{Node, Target};
 use crate::config::Config;
 
 /// Wake-up hints per channel, fed by one subscriber task per node.
@@ -41,7 +43,7 @@ struct Channel {
 }
 
 struct Subscriber {
-    client: redis::Client,
+    target: Target,
     connect_timeout: Duration,
     commands: OnceLock<mpsc::UnboundedSender<Command>>,
 }
@@ -63,7 +65,7 @@ impl Notifier {
         let subscribers = nodes
             .iter()
             .map(|n| Subscriber {
-                client: n.client.clone(),
+                target: n.target.clone(),
                 connect_timeout: config.connect_timeout,
                 commands: OnceLock::new(),
             })
@@ -165,7 +167,7 @@ impl Subscriber {
         let tx = self.commands.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(subscribe_loop(
-                self.client.clone(),
+                self.target.clone(),
                 registry.clone(),
                 rx,
                 self.connect_timeout,
@@ -179,17 +181,20 @@ impl Subscriber {
 /// One node's subscriber: (re)connects, restores the subscriptions, turns
 /// messages into wake-ups. Ends when the [`Notifier`] is dropped.
 async fn subscribe_loop(
-    client: redis::Client,
+    target: Target,
     registry: Arc<Registry>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     timeout: Duration,
 ) {
     let mut failures = 0u32;
     loop {
-        if serve(&client, &registry, &mut commands, timeout)
-            .await
-            .is_none()
-        {
+        let served = match &target {
+            Target::Server(client) => serve(client, &registry, &mut commands, timeout).await,
+            Target::Cluster { seeds, .. } => {
+                serve_cluster(seeds, &registry, &mut commands, timeout).await
+            }
+        };
+        if served.is_none() {
             return;
         }
         failures += 1;
@@ -241,6 +246,66 @@ async fn serve(
                 }
             },
         }
+    }
+}
+
+/// Serves a cluster's sharded subscriptions until the connection cannot
+/// be made (`Some`) or the notifier is gone (`None`). The cluster client
+/// keeps one connection per shard, restores its subscriptions after a
+/// reconnect and follows a channel's slot when it moves; a subscription
+/// that fails (its shard is down) leaves its waiters to their timed
+/// retries.
+async fn serve_cluster(
+    seeds: &[String],
+    registry: &Registry,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    timeout: Duration,
+) -> Option<()> {
+    let (tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+    let client = ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(ProtocolVersion::RESP3)
+        .connection_timeout(timeout)
+        .push_sender(tx)
+        .build()
+        .ok()?;
+    let Ok(Ok(mut conn)) = tokio::time::timeout(timeout, client.get_async_connection()).await
+    else {
+        return Some(());
+    };
+    for name in registry.names() {
+        within(timeout, conn.ssubscribe(&name)).await;
+    }
+    registry.wake_all();
+    loop {
+        tokio::select! {
+            push = pushes.recv() => match push {
+                Some(push) => on_push(registry, push),
+                None => return Some(()),
+            },
+            command = commands.recv() => match command {
+                None => return None,
+                Some(Command::Subscribe(channel, ack)) => {
+                    within(timeout, conn.ssubscribe(&channel)).await;
+                    let _ = ack.send(());
+                }
+                Some(Command::Unsubscribe(channel)) => {
+                    within(timeout, conn.sunsubscribe(&channel)).await;
+                }
+            },
+        }
+    }
+}
+
+fn on_push(registry: &Registry, push: PushInfo) {
+    match push.kind {
+        PushKind::SMessage | PushKind::Message => {
+            if let [Value::BulkString(channel), Value::BulkString(message)] = &push.data[..] {
+                registry.wake(&String::from_utf8_lossy(channel), message);
+            }
+        }
+        // Messages sent while a shard was out of reach are lost.
+        PushKind::Disconnection => registry.wake_all(),
+        _ => {}
     }
 }
 

@@ -22,8 +22,18 @@ const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 pub(crate) struct Lua {
     name: &'static str,
     body: &'static str,
-    /// The source as sent, and its SHA1, made on first use.
-    loaded: OnceLock<(String, String)>,
+    /// The source as sent and its SHA1, per [`Flavor`], made on first use.
+    loaded: OnceLock<[(String, String); 2]>,
+}
+
+/// The form of the scripts a node runs. A Redis Cluster node runs them
+/// with every `PUBLISH` made `SPUBLISH`, so that a wake-up goes to its
+/// shard's subscribers only; a standalone server keeps plain pub/sub,
+/// which every client library can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    Plain = 0,
+    Sharded = 1,
 }
 
 impl std::fmt::Debug for Lua {
@@ -41,12 +51,16 @@ impl Lua {
         }
     }
 
-    fn loaded(&self) -> &(String, String) {
-        self.loaded.get_or_init(|| {
-            let source = source(self.body);
-            let sha = redis::Script::new(&source).get_hash().to_owned();
-            (source, sha)
-        })
+    fn loaded(&self, flavor: Flavor) -> &(String, String) {
+        let both = self.loaded.get_or_init(|| {
+            let plain = source(self.body);
+            let sharded = plain.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'");
+            [plain, sharded].map(|source| {
+                let sha = redis::Script::new(&source).get_hash().to_owned();
+                (source, sha)
+            })
+        });
+        &both[flavor as usize]
     }
 
     /// The file's name without `.lua`.
@@ -54,13 +68,17 @@ impl Lua {
         self.name
     }
 
-    /// The source as sent to Redis.
+    /// The source as sent to a standalone server.
     pub(crate) fn source(&self) -> &str {
-        &self.loaded().0
+        self.source_for(Flavor::Plain)
     }
 
-    fn sha(&self) -> &str {
-        &self.loaded().1
+    fn source_for(&self, flavor: Flavor) -> &str {
+        &self.loaded(flavor).0
+    }
+
+    fn sha(&self, flavor: Flavor) -> &str {
+        &self.loaded(flavor).1
     }
 }
 
@@ -107,7 +125,10 @@ impl Invocation {
         // Room for the arguments scripts take, so building does not grow.
         let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
         let mut cmd = Cmd::with_capacity(keys.len() + 12, key_bytes + 256);
-        cmd.arg("EVALSHA").arg(lua.sha()).arg(keys.len()).arg(keys);
+        cmd.arg("EVALSHA")
+            .arg(lua.sha(Flavor::Plain))
+            .arg(keys.len())
+            .arg(keys);
         Invocation {
             program,
             keys: keys.len(),
@@ -151,16 +172,22 @@ impl Invocation {
         }
     }
 
-    /// The same call as EVAL with the whole source.
-    fn eval(&self, lua: &Lua) -> Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(lua.source());
+    /// The same call with another command and script: `EVAL` with the
+    /// source, or `EVALSHA` with another flavor's hash.
+    fn retargeted(&self, command: &str, script: &str) -> Cmd {
+        let mut cmd = Cmd::with_capacity(self.cmd.args_iter().len(), script.len() + 256);
+        cmd.arg(command).arg(script);
         for arg in self.cmd.args_iter().skip(2) {
             if let Arg::Simple(bytes) = arg {
                 cmd.arg(bytes);
             }
         }
         cmd
+    }
+
+    /// The first of `KEYS`, which routes the call on a cluster.
+    pub(crate) fn first_key(&self) -> &[u8] {
+        self.part(3)
     }
 
     /// Argument `i` of the command as sent (0: `EVALSHA`).
@@ -171,18 +198,28 @@ impl Invocation {
         }
     }
 
-    /// EVALSHA, and EVAL with the source if the node lost its scripts.
-    pub(crate) async fn run<T: redis::FromRedisValue>(
+    /// EVALSHA in the scripts' `flavor`, and EVAL with the source if the
+    /// node lost its scripts.
+    pub(crate) async fn run_as<T: redis::FromRedisValue>(
         &self,
         conn: &mut impl ConnectionLike,
+        flavor: Flavor,
     ) -> RedisResult<T> {
         let lua = match self.program {
             Program::Script(lua) => lua,
             Program::SetNx => return Ok(redis::from_redis_value(self.set_nx_run(conn).await?)?),
         };
-        match self.cmd.query_async(conn).await {
+        let sent = match flavor {
+            Flavor::Plain => self.cmd.query_async(conn).await,
+            Flavor::Sharded => {
+                let cmd = self.retargeted("EVALSHA", lua.sha(flavor));
+                cmd.query_async(conn).await
+            }
+        };
+        match sent {
             Err(e) if e.kind() == NO_SCRIPT => {
-                observe::script_reload(lua.name(), self.eval(lua).query_async(conn)).await
+                let eval = self.retargeted("EVAL", lua.source_for(flavor));
+                observe::script_reload(lua.name(), eval.query_async(conn)).await
             }
             other => other,
         }
@@ -308,7 +345,19 @@ scripts! {
 
 /// Loads every script on a fresh connection, so that nobody meets NOSCRIPT
 /// in normal operation.
-pub(crate) async fn load_all(conn: &mut impl ConnectionLike) -> RedisResult<()> {
+pub(crate) async fn load_all(conn: &mut impl ConnectionLike, flavor: Flavor) -> RedisResult<()> {
+    if flavor == Flavor::Sharded {
+        // A cluster routes `SCRIPT LOAD` to every node, but a pipeline to
+        // one: load them one by one.
+        for lua in ALL {
+            let load = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(lua.source_for(flavor))
+                .to_owned();
+            load.query_async::<()>(conn).await?;
+        }
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
     for lua in ALL {
         pipe.cmd("SCRIPT").arg("LOAD").arg(lua.source()).ignore();
