@@ -34,6 +34,13 @@ use crate::quorum::Quorum;
 /// open, no later read sees it closed, until its state expires. A repaired
 /// latch is then marked open on the nodes, so later reads take one round.
 ///
+/// A node that restarts empty forgets the ids it held. While it is
+/// presumed restarted (see the restart quarantine) its answer does not
+/// count, and a reader that sees the latch open repairs it; a count-down
+/// that reached only a bare majority, one of whose nodes restarted and
+/// came out of its quarantine unrepaired, is on a minority after that, and
+/// a reader of the other nodes can see the latch closed again.
+///
 /// The state (ids and count) expires [`with_ttl`](Self::with_ttl) after the
 /// last count-down, one hour by default, so an abandoned latch does not stay
 /// forever; an opened latch reads as closed again after that.

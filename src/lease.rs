@@ -181,7 +181,9 @@ impl<K: Kind> Leases<K> {
                 let wait = engine::wait_in_line(nodes, line, channel, timeout, |waiter| {
                     self.attempt(plan, ask, Some(waiter))
                 });
-                observe::waiting(subject, wait).await
+                // Boxed: room for the line's work would grow every
+                // default-mode waiter too.
+                Box::pin(observe::waiting(subject, wait)).await
             }
             None => {
                 engine::wait_for(nodes, subject, channel, timeout, || {

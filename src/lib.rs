@@ -7,7 +7,10 @@
 //! - [`Barrier`]: a cyclic barrier for N parties, with a leader per generation.
 //!
 //! Every primitive runs on a [`Quorum`]: one Redis node, or N independent
-//! nodes of which a majority must agree (Redlock). Each operation is one Lua
+//! nodes of which a majority must agree (Redlock). A node may be a whole
+//! Redis Cluster ([`Quorum::connect_cluster`],
+//! [`QuorumBuilder::cluster_node`]), and lease writes may wait for replicas
+//! ([`QuorumBuilder::wait_replicas`]). Each operation is one Lua
 //! script sent to all nodes in parallel with a per-node timeout; a lease is
 //! valid for its TTL less the time the vote took and a clock drift
 //! allowance, and is renewed in the background until released.

@@ -380,6 +380,10 @@ mod tests {
     fn every_field_has_an_environment_variable() {
         let table = Table::try_from(Config {
             node_timeout: Some(std::time::Duration::from_millis(5)),
+            wait_replicas: Some(crate::WaitReplicas {
+                replicas: 1,
+                timeout: std::time::Duration::from_millis(5),
+            }),
             ..Config::default()
         })
         .unwrap();

@@ -3,7 +3,9 @@
 //!
 //! - `nodes` / `node`: the nodes of one quorum and each one's connection,
 //!   handshake and per-request timeout; `admission` decides whether a node's
-//!   grants count after a restart.
+//!   grants count after a restart; `cluster` is what a node that is a
+//!   whole Redis Cluster adds (its connection, its primaries, the shard
+//!   watch).
 //! - `scripts`: the Lua registry. `round`: one script on every node in
 //!   parallel, counted as votes with early decision.
 //! - `lease_ops`: claim (acquire, fence, undo), extend, release; `renew`:
@@ -13,7 +15,7 @@
 //!   arrival order, and how a blocked caller waits; `line`: fair mode's
 //!   queue in Redis, across processes.
 //!
-//! Modules depend downwards only: admission, scripts ← node ← notify,
+//! Modules depend downwards only: admission, cluster, scripts ← node ← notify,
 //! queue, renewable ← nodes ← round ← read, wait ← line ← lease_ops ← renew.
 
 mod admission;

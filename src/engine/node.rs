@@ -587,7 +587,7 @@ impl Node {
             }
         };
         if call.confirms(&reply)
-            && let Err(f) = self.replicated(&mut conn, epoch, &call.inv, timeout).await
+            && let Err(f) = Box::pin(self.replicated(&mut conn, epoch, &call.inv, timeout)).await
         {
             return Reply::Failed(f);
         }
@@ -720,7 +720,7 @@ impl Node {
             .find(|(call, v)| v.as_ref().is_ok_and(|v| call.confirms(v)));
         let unconfirmed = match writes {
             Some((call, _)) => {
-                let confirmed = self.replicated(&mut conn, epoch, &call.inv, timeout);
+                let confirmed = Box::pin(self.replicated(&mut conn, epoch, &call.inv, timeout));
                 confirmed.await.err()
             }
             None => None,
