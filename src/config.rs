@@ -41,7 +41,9 @@ mod load;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The nodes' URLs (`redis://host:port/db`, `rediss://...`,
-    /// `redis+unix:///path`), for [`Quorum::from_config`](crate::Quorum::from_config).
+    /// `redis+unix:///path`; a Redis Cluster as `cluster:URL|URL|...`, a
+    /// Sentinel-managed primary as `sentinel:SERVICE@URL|URL|...`), for
+    /// [`Quorum::from_config`](crate::Quorum::from_config).
     /// Nodes added to a [`QuorumBuilder`](crate::QuorumBuilder) join them.
     /// Default: none. Environment: `QUORATE_NODES`, comma-separated.
     pub nodes: Vec<String>,

@@ -245,6 +245,34 @@ impl QuorumBuilder {
         self
     }
 
+    /// Adds one node that is a primary Sentinel fails over: the service
+    /// `service`, found through `sentinels` (their URLs) at every connect.
+    /// After a failover the node reconnects to the new primary, whose grants
+    /// sit out the restart quarantine from when it is first seen: it is a
+    /// promoted replica that may lack leases the old primary granted. With
+    /// [`wait_replicas`](Self::wait_replicas), a lease the replicas
+    /// confirmed survives the failover.
+    ///
+    /// In a [`Config`]'s node list a Sentinel node is written
+    /// `sentinel:SERVICE@URL|URL|...`.
+    ///
+    /// ```no_run
+    /// # fn demo() {
+    /// let builder = quorate::Quorum::builder()
+    ///     .sentinel_node(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "locks")
+    ///     .wait_replicas(1, std::time::Duration::from_millis(100));
+    /// # }
+    /// ```
+    pub fn sentinel_node<I, U>(mut self, sentinels: I, service: &str) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        self.urls
+            .push(crate::engine::sentinel_entry(sentinels, service));
+        self
+    }
+
     /// Adds several nodes.
     ///
     /// ```no_run

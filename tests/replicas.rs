@@ -1,9 +1,10 @@
 //! Primaries with replicas and `wait_replicas`: writes confirmed, a
-//! replica stopped, a replica promoted.
+//! replica stopped, a replica promoted; and a primary that Sentinel fails
+//! over.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use quorate::testkit::ReplicatedPrimary;
+use quorate::testkit::{LocalSentinel, ReplicatedPrimary};
 use quorate::{Error, Mutex, Quorum, Semaphore};
 
 const WAIT: Duration = Duration::from_millis(200);
@@ -99,4 +100,68 @@ async fn a_replica_count_of_zero_is_refused_before_any_io() {
         ),
         "{e}"
     );
+}
+
+fn port(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_node_follows_a_failover_and_the_new_primary_sits_out_the_quarantine() {
+    let group = ReplicatedPrimary::start(1).unwrap();
+    let sentinel = LocalSentinel::start("locks", port(&group.primary_url())).unwrap();
+    let builder = || {
+        Quorum::builder()
+            .sentinel_node([sentinel.url()], sentinel.service())
+            .ttl(Duration::from_secs(3))
+            .max_ttl(Duration::from_secs(3))
+    };
+    let confirming = builder().wait_replicas(1, WAIT).build().await.unwrap();
+    let plain = builder().build().await.unwrap();
+    assert!(
+        confirming
+            .node_addrs()
+            .next()
+            .unwrap()
+            .starts_with("sentinel(locks@")
+    );
+    let _held = Mutex::new(&confirming, "confirmed")
+        .auto_extend(false)
+        .lock()
+        .await
+        .unwrap();
+    let other = Mutex::new(&plain, "after-failover");
+    other.lock().await.unwrap().release().await.unwrap();
+
+    let promoted = sentinel.failover().unwrap();
+    let new_primary = format!("redis://{promoted}");
+    assert_eq!(new_primary, group.replica_urls()[0]);
+    assert!(
+        exists(&new_primary, "confirmed").await,
+        "the replica confirmed it"
+    );
+    // Within a second the node asks the sentinel again and moves to the
+    // new primary, a process it has not seen, whose grants count once
+    // max_ttl and drift have passed since. (Until then the old primary,
+    // not yet demoted, may still take writes: Sentinel's own window.)
+    let failed_over = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = failed_over + Duration::from_secs(10);
+    let mut refused = false;
+    let locked = loop {
+        match other.try_lock().await {
+            Ok(Some(guard)) => break guard,
+            _ if Instant::now() < deadline => refused = true,
+            other => panic!("the new primary never granted: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(refused, "granted at once by a promoted replica");
+    assert!(
+        failed_over.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        failed_over.elapsed()
+    );
+    assert!(exists(&new_primary, "after-failover").await);
+    locked.release().await.unwrap();
 }

@@ -21,6 +21,10 @@
 //! to [`SHARD_WATCH`] late, and grants in that window count.
 //! `wait_replicas` closes the failover case: a lease every replica
 //! confirmed survives the promotion of any of them.
+//!
+//! A Sentinel-managed primary's node-list entry is parsed here too: it is
+//! one server, connected through `node.rs`, that the same watch follows to
+//! a new primary after a failover.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -92,6 +96,31 @@ where
 }
 
 const PREFIX: &str = "cluster:";
+
+/// Parses `sentinel:SERVICE@URL|URL|...`, a Sentinel-managed primary's
+/// form in a node list: the service and the sentinels, when `entry` is one.
+pub(crate) fn sentinels(entry: &str) -> Option<(String, Vec<String>)> {
+    let (service, list) = entry.strip_prefix(SENTINEL)?.split_once('@')?;
+    Some((
+        service.to_owned(),
+        list.split('|').map(str::to_owned).collect(),
+    ))
+}
+
+/// A Sentinel-managed primary's entry in a node list.
+pub(crate) fn sentinel_entry<I, U>(sentinels: I, service: &str) -> String
+where
+    I: IntoIterator<Item = U>,
+    U: AsRef<str>,
+{
+    let list: Vec<String> = sentinels
+        .into_iter()
+        .map(|s| s.as_ref().to_owned())
+        .collect();
+    format!("{SENTINEL}{service}@{}", list.join("|"))
+}
+
+const SENTINEL: &str = "sentinel:";
 
 /// One primary as the handshake or the watch read it.
 #[derive(Debug, Clone)]
@@ -225,6 +254,16 @@ mod tests {
         assert_eq!(e, "cluster:redis://a:1|redis://b:2");
         assert_eq!(seeds(&e).unwrap(), ["redis://a:1", "redis://b:2"]);
         assert_eq!(seeds("redis://a:1"), None);
+    }
+
+    #[test]
+    fn sentinel_entries_round_trip_their_service_and_sentinels() {
+        let e = sentinel_entry(["redis://s1:26379", "redis://s2:26379"], "locks");
+        assert_eq!(e, "sentinel:locks@redis://s1:26379|redis://s2:26379");
+        let (service, list) = sentinels(&e).unwrap();
+        assert_eq!(service, "locks");
+        assert_eq!(list, ["redis://s1:26379", "redis://s2:26379"]);
+        assert_eq!(sentinels("redis://a:1"), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod round;
 pub(crate) mod scripts;
 mod wait;
 
-pub(crate) use cluster::entry as cluster_entry;
+pub(crate) use cluster::{entry as cluster_entry, sentinel_entry};
 pub(crate) use lease_ops::{
     Claim, Fence, FenceTarget, Grant, Holding, LeaseSpec, claim, commit_fence, extend, read_fence,
     release,

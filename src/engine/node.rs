@@ -9,13 +9,14 @@
 //! under way, or fail at once between attempts.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{AsyncConnectionConfig, Client, InfoDict, ProtocolVersion, Role, Value};
 use tokio::sync::{Notify, mpsc};
 
@@ -108,6 +109,7 @@ impl Failure {
 }
 
 const NO_SCRIPT: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+const READ_ONLY: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
 
 /// Error code of the scripts' "state created with other parameters" reply.
 const MISMATCH: &str = "QUORATE_MISMATCH";
@@ -230,6 +232,8 @@ pub(crate) struct Node {
     incarnation: Mutex<Incarnation>,
     /// A cluster's primaries, as last read.
     shards: Mutex<Shards>,
+    /// The server a Sentinel node is connected to, `host:port`.
+    server: Mutex<Option<String>>,
     /// `WAIT`s sent on the server's connections, and the last one's
     /// outcome (see `replicated`).
     waits_sent: AtomicU64,
@@ -252,6 +256,21 @@ pub(crate) enum Target {
         client: Box<ClusterClient>,
         seeds: Vec<String>,
     },
+    /// A primary that Sentinel fails over: found anew at every connect.
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+}
+
+impl Target {
+    /// The server to connect to now: a Sentinel service's current primary.
+    pub(crate) async fn server(&self) -> redis::RedisResult<Client> {
+        match self {
+            Target::Server(client) => Ok((**client).clone()),
+            Target::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Target::Cluster { .. } => {
+                Err(std::io::Error::other("a cluster has no one server").into())
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -288,6 +307,23 @@ impl Node {
         reconnect: mpsc::UnboundedSender<usize>,
     ) -> Result<Node> {
         let bad = |e: redis::RedisError| Error::config("nodes", format!("bad url {url:?}: {e}"));
+        if let Some((service, list)) = cluster::sentinels(url) {
+            let sentinel = SentinelClient::build(
+                list.clone(),
+                service.clone(),
+                None,
+                SentinelServerType::Master,
+            )
+            .map_err(bad)?;
+            let addrs: Vec<String> = list.iter().map(|s| server_addr(s)).collect();
+            return Ok(Node::with(
+                format!("sentinel({service}@{})", addrs.join(",")),
+                Target::Sentinel(Arc::new(tokio::sync::Mutex::new(sentinel))),
+                index,
+                config,
+                reconnect,
+            ));
+        }
         let (addr, target) = match cluster::seeds(url) {
             Some(seeds) => {
                 let client = ClusterClientBuilder::new(seeds.clone())
@@ -315,7 +351,17 @@ impl Node {
                 (addr, Target::Server(Box::new(client)))
             }
         };
-        Ok(Node {
+        Ok(Node::with(addr, target, index, config, reconnect))
+    }
+
+    fn with(
+        addr: String,
+        target: Target,
+        index: usize,
+        config: &Config,
+        reconnect: mpsc::UnboundedSender<usize>,
+    ) -> Node {
+        Node {
             addr,
             target,
             index,
@@ -326,13 +372,20 @@ impl Node {
             attempted: Notify::new(),
             incarnation: Mutex::default(),
             shards: Mutex::default(),
+            server: Mutex::default(),
             waits_sent: AtomicU64::new(0),
             last_wait: tokio::sync::Mutex::new(LastWait {
                 epoch: 0,
                 round: 0,
                 outcome: Ok(()),
             }),
-        })
+        }
+    }
+
+    /// Its server may be replaced by a promoted replica, whose new
+    /// `run_id` counts as a restart from when it is seen.
+    pub(crate) fn fails_over(&self) -> bool {
+        matches!(self.target, Target::Sentinel(_))
     }
 
     pub(crate) fn index(&self) -> usize {
@@ -342,7 +395,7 @@ impl Node {
     /// The form of the scripts this node runs.
     pub(crate) fn flavor(&self) -> Flavor {
         match self.target {
-            Target::Server(_) => Flavor::Plain,
+            Target::Server(_) | Target::Sentinel(_) => Flavor::Plain,
             Target::Cluster { .. } => Flavor::Sharded,
         }
     }
@@ -356,7 +409,10 @@ impl Node {
     pub(crate) async fn connect(&self) -> Result<(Conn, Hello)> {
         let handshake = async {
             let mut conn = match &self.target {
-                Target::Server(client) => {
+                Target::Server(_) | Target::Sentinel(_) => {
+                    let client = self.target.server().await?;
+                    *self.server.lock().unwrap() =
+                        Some(client.get_connection_info().addr().to_string());
                     // Requests get their own deadline (the per-node
                     // timeout) in `invoke`.
                     let settings = AsyncConnectionConfig::new()
@@ -489,6 +545,28 @@ impl Node {
         }
     }
 
+    /// Asks Sentinel for the service's primary; when it is another server
+    /// than the one connected (a failover), drops the connection, so the
+    /// next one goes to the new primary. The old one may take writes until
+    /// Sentinel demotes it.
+    pub(crate) async fn follow_primary(&self) {
+        let Ok(client) = self.target.server().await else {
+            return;
+        };
+        let now = client.get_connection_info().addr().to_string();
+        let moved = self
+            .server
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| *s != now);
+        if moved {
+            let epoch = self.link.lock().unwrap().epoch;
+            tracing::info!(node = %self.addr, primary = %now, "sentinel names a new primary");
+            self.broken(epoch);
+        }
+    }
+
     /// Makes the node's grants sit out until `until`, or longer if they
     /// already do.
     pub(crate) fn sit_out(&self, until: Instant) {
@@ -575,7 +653,13 @@ impl Node {
                 // harmlessly (a retried acquire finds its own token; others
                 // are keyed by operation or owner), should the first have
                 // landed after all.
-                Ok(Err(e)) if e.is_unrecoverable_error() || e.is_connection_dropped() => {
+                // A server turned replica (a failover) answers READONLY:
+                // connecting again finds the service's new primary.
+                Ok(Err(e))
+                    if e.is_unrecoverable_error()
+                        || e.is_connection_dropped()
+                        || e.kind() == READ_ONLY =>
+                {
                     self.broken(epoch);
                     if retried {
                         return Reply::Failed(failure(e));

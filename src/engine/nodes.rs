@@ -73,12 +73,10 @@ impl Nodes {
             deployment,
         });
         tokio::spawn(supervise(Arc::downgrade(&shared), requests));
-        for node in shared
-            .nodes
-            .iter()
-            .filter(|n| n.flavor() == Flavor::Sharded)
-        {
-            tokio::spawn(watch_shards(Arc::downgrade(&shared), node.index()));
+        for node in &shared.nodes {
+            if node.flavor() == Flavor::Sharded || node.fails_over() {
+                tokio::spawn(watch_primaries(Arc::downgrade(&shared), node.index()));
+            }
         }
         for (node, answer) in shared.nodes.iter().zip(answers) {
             match answer {
@@ -142,6 +140,16 @@ impl Nodes {
             }
         }
         node.install(conn, hello, decision.map(|(until, _)| until));
+        // A promoted replica has been up all along: its quarantine counts
+        // from now, not from its start.
+        let replaced = previous.is_some_and(|p| p != hello.run_id);
+        if replaced
+            && node.fails_over()
+            && let Some(period) = quarantine
+        {
+            observe::quarantined(&node.addr, period, &Suspicion::Restarted);
+            node.sit_out(Instant::now() + period);
+        }
     }
 
     /// Reads the other nodes' records again, so a bound raised since this
@@ -158,16 +166,21 @@ impl Nodes {
     }
 }
 
-/// Reads a cluster node's primaries every [`SHARD_WATCH`] until the quorum
-/// is dropped; a shard whose primary changed sits the node out (see
-/// `cluster.rs`).
-async fn watch_shards(nodes: Weak<Nodes>, i: usize) {
+/// Every [`SHARD_WATCH`] until the quorum is dropped: reads a cluster
+/// node's primaries, and a shard whose primary changed sits the node out
+/// (see `cluster.rs`); asks a Sentinel node's sentinels for the primary,
+/// and follows it to a new one (whose new `run_id` then sits it out).
+async fn watch_primaries(nodes: Weak<Nodes>, i: usize) {
     loop {
         tokio::time::sleep(SHARD_WATCH).await;
         let Some(shared) = nodes.upgrade() else {
             return;
         };
         let node = shared.node(i);
+        if node.fails_over() {
+            node.follow_primary().await;
+            continue;
+        }
         if !node.shards_changed().await {
             continue;
         }

@@ -189,7 +189,10 @@ async fn subscribe_loop(
     let mut failures = 0u32;
     loop {
         let served = match &target {
-            Target::Server(client) => serve(client, &registry, &mut commands, timeout).await,
+            Target::Server(_) | Target::Sentinel(_) => match target.server().await {
+                Ok(client) => serve(&client, &registry, &mut commands, timeout).await,
+                Err(_) => Some(()),
+            },
             Target::Cluster { seeds, .. } => {
                 serve_cluster(seeds, &registry, &mut commands, timeout).await
             }

@@ -9,6 +9,7 @@ mod cluster;
 mod history;
 mod proxy;
 mod scripts;
+mod sentinel;
 mod server;
 pub mod torture;
 
@@ -17,4 +18,5 @@ pub use cluster::{LocalCluster, ReplicatedPrimary};
 pub use history::{History, LeaseId, LeaseKind, NodeHold, Sample, Spec, Violation};
 pub use proxy::FaultProxy;
 pub use scripts::script_source;
+pub use sentinel::LocalSentinel;
 pub use server::{RedisServer, ServerGroup};

@@ -463,7 +463,7 @@ impl IndexMut<usize> for ServerGroup {
     }
 }
 
-fn binary_path() -> PathBuf {
+pub(super) fn binary_path() -> PathBuf {
     std::env::var_os(BINARY_ENV)
         .filter(|value| !value.is_empty())
         .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
