@@ -350,3 +350,37 @@ async fn a_cluster_beside_standalone_servers_votes_once() {
     assert!(mutex.try_lock().await.unwrap().is_none());
     guard.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_on_every_shard_are_sent_again_on_each() {
+    let shared = shared();
+    let seeds = seeds(&shared);
+    let q = Quorum::connect_cluster(&seeds).await.unwrap();
+    let primaries = lock(&shared).primaries();
+    for primary in &primaries {
+        let mut c = connection(&format!("redis://{primary}")).await;
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // Names on every shard: each one's first script meets NOSCRIPT there.
+    for primary in &primaries {
+        let name = {
+            let mut found = None;
+            for i in 0.. {
+                let name = format!("flushed:{i}");
+                let slot = slot_of(&seeds[0], &name).await;
+                if lock(&shared).primary_of_slot(slot) == *primary {
+                    found = Some(name);
+                    break;
+                }
+            }
+            found.unwrap()
+        };
+        let sem = Semaphore::new(&q, name, 1);
+        let permit = sem.acquire().await.unwrap();
+        permit.release().await.unwrap();
+    }
+}

@@ -127,6 +127,8 @@ where
     let config = nodes.config();
     let mut round = 0u32;
     let mut go = !ticket.held_here();
+    // The last attempt's failure, if it failed: what a deadline reports.
+    let mut unavailable: Option<Error> = None;
     loop {
         let notified = watch.notify.notified();
         tokio::pin!(notified);
@@ -142,15 +144,17 @@ where
                     return Ok(t);
                 }
                 Attempt::Busy { retry_after } => {
+                    unavailable = None;
                     let backoff = backoff(config, round);
                     retry_after.map_or(backoff, |r| r.min(backoff))
                 }
                 Attempt::Unavailable(e) => {
                     tracing::debug!(channel, error = %e, "attempt failed; retrying");
-                    match deadline {
-                        Some(d) if Instant::now() >= d => return Err(e),
-                        _ => backoff(config, round),
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(e);
                     }
+                    unavailable = Some(e);
+                    backoff(config, round)
                 }
             }
         } else {
@@ -162,7 +166,7 @@ where
         let mut wake = Instant::now() + pause;
         if let Some(d) = deadline {
             if Instant::now() >= d {
-                return Err(timed_out());
+                return Err(unavailable.take().unwrap_or_else(timed_out));
             }
             wake = wake.min(d);
         }
