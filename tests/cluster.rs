@@ -47,6 +47,17 @@ async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// A task that waits for `mutex`, releases it, and returns when it got it.
+fn waiter(mutex: &Mutex) -> tokio::task::JoinHandle<Instant> {
+    let mutex = mutex.clone();
+    tokio::spawn(async move {
+        let guard = mutex.lock().await.unwrap();
+        let got = Instant::now();
+        guard.release().await.unwrap();
+        got
+    })
+}
+
 /// `CLUSTER KEYSLOT key`, asked of any node.
 async fn slot_of(seed: &str, key: &str) -> u16 {
     let mut c = connection(seed).await;
@@ -123,13 +134,7 @@ async fn a_waiter_is_woken_by_a_sharded_message_not_by_its_retry() {
         .unwrap();
     let mutex = Mutex::new(&q, "woken");
     let held = mutex.lock().await.unwrap();
-    let waiter = mutex.clone();
-    let waiting = tokio::spawn(async move {
-        let guard = waiter.lock().await.unwrap();
-        let got = Instant::now();
-        guard.release().await.unwrap();
-        got
-    });
+    let waiting = waiter(&mutex);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let released = Instant::now();
     held.release().await.unwrap();
@@ -195,13 +200,7 @@ async fn a_slot_moved_while_locks_are_held_and_waited_on_loses_nothing() {
     let held = mutex.lock().await.unwrap();
     let sem = Semaphore::new(&q, "{moving}:permits", 1);
     let permit = sem.acquire().await.unwrap();
-    let waiter = mutex.clone();
-    let waiting = tokio::spawn(async move {
-        let guard = waiter.lock().await.unwrap();
-        let got = Instant::now();
-        guard.release().await.unwrap();
-        got
-    });
+    let waiting = waiter(&mutex);
     let slot = slot_of(&seeds[0], name).await;
     let from = lock(&shared).primary_of_slot(slot);
     let to = {
